@@ -1,0 +1,943 @@
+# Copyright 2026 The normalcrafter-pipeline authors. Licensed under the MIT licence.
+"""NormalCrafter: temporally consistent surface normals from videos of any length.
+
+This module is self-contained (torch, numpy, PIL, diffusers, transformers, huggingface_hub) so that it can also be
+used as a Hub `pipeline.py`. It holds, top to bottom: the pure helpers (window plan, blend weights, padding, the
+anti-aliased resize), the per-frame-embedding UNet, the shared one-step prediction, and the pipeline itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    UNetSpatioTemporalConditionModel,
+)
+from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
+from diffusers.utils import BaseOutput, logging
+from tqdm.auto import tqdm
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+logger = logging.get_logger(__name__)  # pylint: disable=invalid-name
+
+DEFAULT_MODEL_ID = "Yanrui95/NormalCrafter"
+DEFAULT_BASE_MODEL_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
+# The conditioning of the released model: fps 7, motion bucket 127, no noise augmentation (not SVD's fps - 1).
+ADDED_TIME_IDS = (7.0, 127.0, 0.0)
+PAD_MULTIPLE = 64
+CLIP_INPUT_SIZE = (224, 224)
+OUTPUT_TYPES = ("np", "pt", "latent")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from normalcrafter_pipeline import NormalCrafterPipeline, read_video
+
+        >>> pipe = NormalCrafterPipeline.from_pretrained("Yanrui95/NormalCrafter", torch_dtype=torch.float16)
+        >>> pipe.to("cuda")
+
+        >>> frames = read_video("clip.mp4", max_res=1024)  # lazy, one frame at a time
+        >>> for normals in pipe.stream(frames, window_size=14, overlap=4):
+        ...     print(normals.shape)  # (k, H, W, 3) float32 unit vectors, in order
+
+        >>> # or everything at once, for a short clip held in memory:
+        >>> normals = pipe(list(read_video("clip.mp4"))).normals  # (F, H, W, 3)
+        ```
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure helpers: no model state, testable with plain numbers.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def plan_windows(num_frames: int, window_size: int = 14, overlap: int = 4) -> list[tuple[int, int]]:
+    """The `[start, end)` frame ranges the model denoises, in order.
+
+    Windows start at `0, stride, 2 * stride, ...` (`stride = window_size - overlap`) while they end inside the
+    video; if the last of them ends before `num_frames`, one more window `[num_frames - window_size, num_frames)`
+    is added. A video no longer than `window_size` is one window `[0, num_frames)`.
+    """
+    if num_frames < 1:
+        raise ValueError(f"`num_frames` must be >= 1, got {num_frames}.")
+    _check_window_args(window_size, overlap)
+    if num_frames <= window_size:
+        return [(0, num_frames)]
+    stride = window_size - overlap
+    windows = [(start, start + window_size) for start in range(0, num_frames - window_size + 1, stride)]
+    if windows[-1][1] < num_frames:
+        windows.append((num_frames - window_size, num_frames))
+    return windows
+
+
+class WindowPlanner:
+    """`plan_windows` for a video whose length is known only at its end.
+
+    `ready(num_available)` returns the windows that can run once `num_available` frames have been read;
+    `finish(num_frames)` returns the rest once the video has ended. Together they give exactly
+    `plan_windows(num_frames, window_size, overlap)`.
+    """
+
+    def __init__(self, window_size: int = 14, overlap: int = 4):
+        _check_window_args(window_size, overlap)
+        self.window_size = window_size
+        self.stride = window_size - overlap
+        self._next_start = 0
+        self._last_end = 0
+
+    def ready(self, num_available: int) -> list[tuple[int, int]]:
+        windows = []
+        while self._next_start + self.window_size <= num_available:
+            windows.append((self._next_start, self._next_start + self.window_size))
+            self._last_end = self._next_start + self.window_size
+            self._next_start += self.stride
+        return windows
+
+    def finish(self, num_frames: int) -> list[tuple[int, int]]:
+        windows = self.ready(num_frames)
+        if self._last_end == 0 and num_frames > 0:
+            windows.append((0, num_frames))
+        elif self._last_end < num_frames:
+            windows.append((num_frames - self.window_size, num_frames))
+        if windows:
+            self._last_end = num_frames
+        return windows
+
+
+def blend_weights(num_overlap: int) -> np.ndarray:
+    """Weights of the *previous* prediction over `num_overlap` shared frames: `linspace(1, 0, n + 2)[1:-1]`.
+
+    They fall linearly from near 1 to near 0, never reaching either, so each shared frame mixes both windows; the
+    new window's prediction gets `1 - w`.
+    """
+    if num_overlap < 0:
+        raise ValueError(f"`num_overlap` must be >= 0, got {num_overlap}.")
+    return np.linspace(1.0, 0.0, num_overlap + 2)[1:-1]
+
+
+def compute_padding(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
+    """`(top, bottom, left, right)` padding that brings a frame to multiples of `multiple`.
+
+    Per axis the total `p = ceil(x / multiple) * multiple - x` is split `p // 2` before and `p - p // 2` after.
+    """
+    pad_h = math.ceil(height / multiple) * multiple - height
+    pad_w = math.ceil(width / multiple) * multiple - width
+    return pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
+
+
+def _gaussian_kernel1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - size // 2
+    if size % 2 == 0:
+        x = x + 0.5
+    kernel = torch.exp(-x.pow(2.0) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def _blur_along(images: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    """Depthwise 1-D convolution with reflect padding along the width (`dim=-1`) or height (`dim=-2`)."""
+    channels = images.shape[1]
+    size = kernel.numel()
+    before, after = (size - 1) // 2, (size - 1) - (size - 1) // 2
+    if dim == -1:
+        padded = F.pad(images, (before, after, 0, 0), mode="reflect")
+        weight = kernel.view(1, 1, 1, size)
+    else:
+        padded = F.pad(images, (0, 0, before, after), mode="reflect")
+        weight = kernel.view(1, 1, size, 1)
+    return F.conv2d(padded, weight.expand(channels, 1, *weight.shape[2:]), groups=channels)
+
+
+def resize_with_antialiasing(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Gaussian blur, then bicubic resize (`align_corners=True`): the CLIP resize of Stable Video Diffusion.
+
+    The blur's sigma per axis is `max((scale - 1) / 2, 0.001)` and its kernel covers two sigmas on each side (at
+    least 3 taps, always odd), as in the original SVD implementation. `images` is `[N, C, H, W]`.
+    """
+    height, width = images.shape[-2:]
+    sigma_h = max((height / size[0] - 1.0) / 2.0, 0.001)
+    sigma_w = max((width / size[1] - 1.0) / 2.0, 0.001)
+    size_h, size_w = int(max(4.0 * sigma_h, 3)), int(max(4.0 * sigma_w, 3))
+    size_h, size_w = size_h + (size_h % 2 == 0), size_w + (size_w % 2 == 0)
+    blurred = _blur_along(images, _gaussian_kernel1d(size_w, sigma_w, images.dtype, images.device), dim=-1)
+    blurred = _blur_along(blurred, _gaussian_kernel1d(size_h, sigma_h, images.dtype, images.device), dim=-2)
+    return F.interpolate(blurred, size=size, mode="bicubic", align_corners=True)
+
+
+def normalize_normals(normals: torch.Tensor, dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
+    """Clamp to [-1, 1] (as the reference does) and scale every vector along `dim` to unit length."""
+    normals = normals.clamp(-1.0, 1.0)
+    return normals / normals.norm(dim=dim, keepdim=True).clamp_min(eps)
+
+
+def _check_window_args(window_size: Any, overlap: Any) -> None:
+    if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
+        raise ValueError(f"`window_size` must be an integer >= 1, got {window_size!r}. The released model uses 14.")
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0 or overlap >= window_size:
+        raise ValueError(
+            f"`overlap` must be an integer with 0 <= overlap < window_size ({window_size}), got {overlap!r}. "
+            "The released model uses 4 with a window of 14."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frames: validation and conversion of user input.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _frame_as_array(frame: Any, index: int) -> np.ndarray:
+    """One frame as an `(H, W, 3)` array (uint8 or float32 in [0, 1]); grayscale and RGBA are converted."""
+    if isinstance(frame, PIL.Image.Image):
+        return np.asarray(frame if frame.mode == "RGB" else frame.convert("RGB"))
+    if isinstance(frame, torch.Tensor):
+        frame = frame.detach().cpu()
+        if frame.ndim == 3:  # tensors are channel-first, as everywhere in diffusers
+            frame = frame.permute(1, 2, 0)
+        frame = frame.float().numpy() if frame.is_floating_point() else frame.numpy()
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(
+            f"`video` frame {index} is a {type(frame).__name__}; expected a PIL image, a numpy array (H, W, C) or a "
+            "torch tensor (C, H, W)."
+        )
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"`video` frame {index} has shape {tuple(frame.shape)}; expected (H, W, 3) RGB, (H, W, 1) or (H, W) "
+            "grayscale, or (H, W, 4) RGBA (torch tensors channel-first). Convert the frame to RGB."
+        )
+    if frame.shape[-1] == 1:
+        frame = np.repeat(frame, 3, axis=-1)
+    elif frame.shape[-1] == 4:
+        frame = frame[..., :3]
+    if frame.dtype == np.uint8:
+        return frame
+    if not np.issubdtype(frame.dtype, np.floating):
+        raise ValueError(
+            f"`video` frame {index} has dtype {frame.dtype}; expected uint8 in [0, 255] or float in [0, 1]. "
+            "Convert it, e.g. `frame.astype(np.float32) / 65535` for 16-bit images."
+        )
+    low, high = float(frame.min()), float(frame.max())
+    if not (0.0 <= low and high <= 1.0):  # also rejects NaN
+        raise ValueError(
+            f"`video` frame {index} has float values in [{low}, {high}]; expected [0, 1]. "
+            "Divide uint8-range floats by 255, or pass uint8 arrays."
+        )
+    return frame.astype(np.float32, copy=False)
+
+
+def _as_frame_iterable(video: Any) -> Iterable:
+    """Frames of `video`: one PIL image, a sequence of frames, an (F, H, W, C) array, an (F, C, H, W) tensor, or
+    any iterable of frames."""
+    if isinstance(video, PIL.Image.Image):
+        return [video]
+    if isinstance(video, (np.ndarray, torch.Tensor)):
+        if video.ndim != 4:
+            layout = "(F, H, W, C)" if isinstance(video, np.ndarray) else "(F, C, H, W)"
+            raise ValueError(
+                f"`video` is a {video.ndim}-D {type(video).__name__} of shape {tuple(video.shape)}; expected "
+                f"{layout}. Use `video[None]` for a single frame."
+            )
+        return video
+    if isinstance(video, (str, os.PathLike)):
+        raise ValueError(
+            f"`video` is a path ({str(video)!r}); read it first, e.g. "
+            "`normalcrafter_pipeline.read_video(path)`, and pass the frames."
+        )
+    if not isinstance(video, Iterable):
+        raise ValueError(f"`video` of type {type(video).__name__} is not a sequence or iterable of frames.")
+    return video
+
+
+def _to_pixel_tensor(frame: np.ndarray) -> torch.Tensor:
+    """`(H, W, 3)` uint8 or float array -> `[3, H, W]` float32 in [0, 1] (uint8 / 255, as the reference does)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    return pixels.float() / 255.0 if frame.dtype == np.uint8 else pixels.float()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The UNet: one CLIP embedding per frame.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
+    r"""The SVD spatio-temporal UNet, taking one CLIP image embedding per frame.
+
+    The stock [`UNetSpatioTemporalConditionModel`] repeats a single embedding per video over its frames. NormalCrafter
+    conditions every frame on its own embedding: `encoder_hidden_states` may be `[batch * frames, 1, dim]` (one per
+    frame, frames of a video contiguous) as well as `[batch, 1, dim]` (one per video, the stock behaviour). The
+    spatial cross-attention of each frame sees that frame's embedding; the temporal blocks use the first frame's,
+    as in SVD. Parameters and state dict are those of the stock class, so released weights load unchanged.
+    """
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        added_time_ids: torch.Tensor,
+        return_dict: bool = True,
+    ) -> UNetSpatioTemporalConditionOutput | tuple:
+        r"""
+        Args:
+            sample (`torch.Tensor`): `[batch, frames, channels, height, width]`.
+            timestep (`torch.Tensor`, `float` or `int`): the (continuous) timestep.
+            encoder_hidden_states (`torch.Tensor`): `[batch * frames, 1, dim]` or `[batch, 1, dim]`.
+            added_time_ids (`torch.Tensor`): `[batch, 3]` (fps, motion bucket id, noise augmentation strength).
+            return_dict (`bool`): return a `UNetSpatioTemporalConditionOutput` instead of a tuple.
+        """
+        batch_size, num_frames = sample.shape[:2]
+        if encoder_hidden_states.shape[0] == batch_size:
+            encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_frames, dim=0)
+        elif encoder_hidden_states.shape[0] != batch_size * num_frames:
+            raise ValueError(
+                f"`encoder_hidden_states` has {encoder_hidden_states.shape[0]} embeddings for a batch of "
+                f"{batch_size} videos of {num_frames} frames; pass {batch_size} (one per video) or "
+                f"{batch_size * num_frames} (one per frame)."
+            )
+
+        # Sizes that are not multiples of the overall up-sampling factor need explicit up-sampling sizes.
+        forward_upsample_size = any(s % 2**self.num_upsamplers != 0 for s in sample.shape[-2:])
+
+        # 1. time
+        timesteps = timestep
+        if not torch.is_tensor(timesteps):
+            is_float = isinstance(timestep, float)
+            if sample.device.type == "mps":
+                dtype = torch.float32 if is_float else torch.int32
+            else:
+                dtype = torch.float64 if is_float else torch.int64
+            timesteps = torch.tensor([timesteps], dtype=dtype, device=sample.device)
+        elif timesteps.ndim == 0:
+            timesteps = timesteps[None].to(sample.device)
+        timesteps = timesteps.expand(batch_size)
+
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype))
+        time_embeds = self.add_time_proj(added_time_ids.flatten()).reshape((batch_size, -1)).to(emb.dtype)
+        emb = emb + self.add_embedding(time_embeds)
+        emb = emb.repeat_interleave(num_frames, dim=0)  # [B*F, C]
+
+        # 2. pre-process
+        sample = self.conv_in(sample.flatten(0, 1))  # [B*F, C, h, w]
+        image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
+
+        # 3. down
+        down_block_res_samples = (sample,)
+        for block in self.down_blocks:
+            kwargs = {"encoder_hidden_states": encoder_hidden_states} if getattr(block, "has_cross_attention", False) else {}
+            sample, res_samples = block(
+                hidden_states=sample, temb=emb, image_only_indicator=image_only_indicator, **kwargs
+            )
+            down_block_res_samples += res_samples
+
+        # 4. mid
+        sample = self.mid_block(
+            hidden_states=sample,
+            temb=emb,
+            encoder_hidden_states=encoder_hidden_states,
+            image_only_indicator=image_only_indicator,
+        )
+
+        # 5. up
+        for i, block in enumerate(self.up_blocks):
+            res_samples = down_block_res_samples[-len(block.resnets) :]
+            down_block_res_samples = down_block_res_samples[: -len(block.resnets)]
+            is_final_block = i == len(self.up_blocks) - 1
+            upsample_size = down_block_res_samples[-1].shape[2:] if forward_upsample_size and not is_final_block else None
+            kwargs = {"encoder_hidden_states": encoder_hidden_states} if getattr(block, "has_cross_attention", False) else {}
+            sample = block(
+                hidden_states=sample,
+                temb=emb,
+                res_hidden_states_tuple=res_samples,
+                upsample_size=upsample_size,
+                image_only_indicator=image_only_indicator,
+                **kwargs,
+            )
+
+        # 6. post-process
+        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
+        sample = sample.reshape(batch_size, num_frames, *sample.shape[1:])
+        if not return_dict:
+            return (sample,)
+        return UNetSpatioTemporalConditionOutput(sample=sample)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The deterministic prediction of one window, shared by inference and stage-2 training.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def predict_window_latents(
+    unet: UNetSpatioTemporalConditionModel,
+    scheduler: EulerDiscreteScheduler,
+    conditioning_latents: torch.Tensor,
+    image_embeddings: torch.Tensor,
+    added_time_ids: torch.Tensor,
+    num_inference_steps: int = 1,
+    replace_latents: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Denoise one window of normal latents from zeros, as the released model does.
+
+    Args:
+        conditioning_latents: `[B, F, C, h, w]` unscaled VAE latents of the video frames.
+        image_embeddings: `[B * F, 1, D]` per-frame CLIP embeddings.
+        added_time_ids: `[B, 3]`.
+        replace_latents: `[B, n, C, h, w]`; before every step the first `n` latents are replaced by it (the merged
+            prediction of the frames this window shares with the previous one).
+
+    Returns the window's latents `[B, F, C, h, w]`. Differentiable (no in-place writes), so stage-2 training runs
+    this very function.
+    """
+    device = conditioning_latents.device
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    latents = torch.zeros_like(conditioning_latents)
+    num_replaced = 0 if replace_latents is None else replace_latents.shape[1]
+    for t in scheduler.timesteps:
+        if num_replaced:
+            latents = torch.cat([replace_latents.to(latents.dtype), latents[:, num_replaced:]], dim=1)
+        model_input = scheduler.scale_model_input(latents, t)
+        model_input = torch.cat([model_input, conditioning_latents], dim=2)  # [B, F, 2C, h, w]
+        model_output = unet(
+            model_input, t, encoder_hidden_states=image_embeddings, added_time_ids=added_time_ids, return_dict=False
+        )[0]
+        latents = scheduler.step(model_output, t, latents).prev_sample
+    return latents
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NormalCrafterPipelineOutput(BaseOutput):
+    r"""
+    Args:
+        normals (`np.ndarray` or `torch.Tensor`):
+            Unit surface normals: `(F, H, W, 3)` float32 for `output_type="np"`, `[F, 3, H, W]` for `"pt"`, or the
+            merged latents `[F, C, H/8, W/8]` of the padded video for `"latent"`.
+    """
+
+    normals: np.ndarray | torch.Tensor
+
+
+class BaseModelUnavailableError(OSError):
+    """A component of the base model (stable-video-diffusion-img2vid-xt by default) could not be loaded."""
+
+
+class NormalCrafterPipeline(DiffusionPipeline):
+    r"""
+    Video-to-normals pipeline of NormalCrafter (a Stable Video Diffusion backbone fine-tuned for surface normals).
+
+    This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
+    (downloading, saving, running on a particular device, offloading).
+
+    Args:
+        vae ([`AutoencoderKLTemporalDecoder`]):
+            Encodes the frames to conditioning latents and decodes normal latents (its decoder is fine-tuned for
+            normal maps).
+        image_encoder ([`~transformers.CLIPVisionModelWithProjection`]):
+            CLIP vision tower giving one embedding per frame.
+        unet ([`NormalCrafterUNet`]):
+            The spatio-temporal denoiser, conditioned on per-frame embeddings.
+        scheduler ([`EulerDiscreteScheduler`]):
+            The EDM-style Euler scheduler of SVD-xt (v-prediction, continuous timesteps, Karras sigmas).
+        feature_extractor ([`~transformers.CLIPImageProcessor`]):
+            Supplies the CLIP normalisation constants.
+    """
+
+    model_cpu_offload_seq = "image_encoder->vae->unet"
+    _optional_components = []
+
+    def __init__(
+        self,
+        vae: AutoencoderKLTemporalDecoder,
+        image_encoder: CLIPVisionModelWithProjection,
+        unet: UNetSpatioTemporalConditionModel,
+        scheduler: EulerDiscreteScheduler,
+        feature_extractor: CLIPImageProcessor,
+    ):
+        super().__init__()
+        if not isinstance(unet, NormalCrafterUNet) and isinstance(unet, UNetSpatioTemporalConditionModel):
+            raise ValueError(
+                f"`unet` is a stock {type(unet).__name__}, which cannot take one embedding per frame. Load it as "
+                "`NormalCrafterUNet.from_pretrained(...)`, or convert it with `NormalCrafterUNet.from_config(unet."
+                "config)` + `load_state_dict(unet.state_dict())`."
+            )
+        self.register_modules(
+            vae=vae,
+            image_encoder=image_encoder,
+            unet=unet,
+            scheduler=scheduler,
+            feature_extractor=feature_extractor,
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Loading
+    # ------------------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike = DEFAULT_MODEL_ID,
+        base_model: str | os.PathLike = DEFAULT_BASE_MODEL_ID,
+        base_revision: str | None = None,
+        **kwargs,
+    ) -> NormalCrafterPipeline:
+        r"""Load a NormalCrafter pipeline from a folder or a Hub repo.
+
+        Three layouts are understood:
+
+        1. a full pipeline folder or repo with `model_index.json` (what `save_pretrained` writes, or a folder laid
+           out like stable-video-diffusion-img2vid-xt); its UNet is loaded as [`NormalCrafterUNet`];
+        2. a repo with only `unet/` and `vae/` (the released `Yanrui95/NormalCrafter`); the CLIP image encoder,
+           feature extractor and scheduler then come from `base_model` (default
+           `stabilityai/stable-video-diffusion-img2vid-xt`, a gated repo: accept its licence and log in);
+        3. any component passed as a keyword argument (`unet=`, `vae=`, `image_encoder=`, `feature_extractor=`,
+           `scheduler=`) is used as given and not loaded.
+
+        Args:
+            pretrained_model_name_or_path: a Hub repo id or a local folder (default `Yanrui95/NormalCrafter`).
+            base_model: repo id or folder completing a `unet/` + `vae/` repo.
+            base_revision: revision of `base_model` (default its main branch).
+            kwargs: `torch_dtype`, `variant`, `revision`, `cache_dir`, `local_files_only`, `token`,
+                `use_safetensors` (default `True`: no pickled weights are read) and components, as in
+                [`DiffusionPipeline.from_pretrained`]. `variant` applies where such files exist (the base model
+                ships `fp16`; the released NormalCrafter weights have a single variant).
+        """
+        kwargs.setdefault("use_safetensors", True)
+        path = os.fspath(pretrained_model_name_or_path)
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "local_files_only", "token", "force_download")
+                      if k in kwargs}
+        model_kwargs = {k: kwargs[k] for k in ("torch_dtype", "use_safetensors") if k in kwargs}
+        variant = kwargs.get("variant")
+
+        has_index = _has_model_index(path, hub_kwargs)
+        if kwargs.get("unet") is None:
+            kwargs["unet"] = _load_with_variant(
+                NormalCrafterUNet, path, "unet", variant, {**hub_kwargs, **model_kwargs}
+            )
+        if has_index:
+            return super().from_pretrained(path, **kwargs)
+
+        if kwargs.get("vae") is None:
+            kwargs["vae"] = _load_with_variant(
+                AutoencoderKLTemporalDecoder, path, "vae", variant, {**hub_kwargs, **model_kwargs}
+            )
+        base_kwargs = {k: v for k, v in hub_kwargs.items() if k != "revision"}
+        if base_revision is not None:
+            base_kwargs["revision"] = base_revision
+        base = os.fspath(base_model)
+        missing = [name for name in ("image_encoder", "feature_extractor", "scheduler") if kwargs.get(name) is None]
+        for name in missing:
+            kwargs[name] = _load_base_component(name, base, variant, base_kwargs, model_kwargs, path)
+        pipe = cls(**{name: kwargs[name] for name in ("vae", "image_encoder", "unet", "scheduler", "feature_extractor")})
+        if kwargs.get("torch_dtype") is not None:
+            pipe.to(dtype=kwargs["torch_dtype"])
+        return pipe
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Checks
+    # ------------------------------------------------------------------------------------------------------------
+
+    def check_inputs(
+        self,
+        video: Any,
+        window_size: int,
+        overlap: int,
+        num_inference_steps: int,
+        decode_chunk_size: int,
+        output_type: str,
+    ) -> int | None:
+        """Validate the arguments and, when `video` is a sequence, every frame; return its frame count.
+
+        Iterators and generators are not consumed here: their frames are checked as they are read.
+        """
+        _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
+        if video is None:
+            raise ValueError("`video` is None; pass a list of frames, an array (F, H, W, C) or an iterable of frames.")
+        frames = _as_frame_iterable(video)
+        if not hasattr(frames, "__len__"):
+            return None
+        if len(frames) == 0:
+            raise ValueError("`video` has zero frames; pass at least one frame.")
+        first_size = None
+        for index, frame in enumerate(frames):
+            size = _frame_as_array(frame, index).shape[:2]
+            if first_size is None:
+                first_size = size
+            elif size != first_size:
+                raise ValueError(
+                    f"`video` frame {index} is {size[1]}x{size[0]} but frame 0 is {first_size[1]}x{first_size[0]}; "
+                    "all frames must have the same size. Resize them first."
+                )
+        return len(frames)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Model passes
+    # ------------------------------------------------------------------------------------------------------------
+
+    def encode_image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`[N, 3, H, W]` pixels in [0, 1] -> `[N, 1, D]` CLIP image embeddings, one per frame."""
+        device = self._execution_device
+        images = resize_with_antialiasing(pixels.to(device) * 2.0 - 1.0, CLIP_INPUT_SIZE)
+        images = (images + 1.0) / 2.0
+        mean = torch.tensor(self.feature_extractor.image_mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.feature_extractor.image_std, device=device).view(1, 3, 1, 1)
+        images = ((images - mean) / std).to(dtype=self.image_encoder.dtype)
+        return self.image_encoder(images).image_embeds.unsqueeze(1)  # [N, 1, D]
+
+    def encode_video_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`[N, 3, H, W]` pixels in [0, 1] -> `[N, C, H/8, W/8]` unscaled latents (the distribution's mode)."""
+        device = self._execution_device
+        # As in SVD, an fp16 VAE that asks for it encodes in fp32.
+        upcast = (
+            self.vae.dtype == torch.float16
+            and self.vae.config.force_upcast
+            and next(self.vae.parameters()).device.type != "meta"
+        )
+        if upcast:
+            self.vae.to(dtype=torch.float32)
+        latents = self.vae.encode((pixels.to(device) * 2.0 - 1.0).to(self.vae.dtype)).latent_dist.mode()
+        if upcast:
+            self.vae.to(dtype=torch.float16)
+        return latents
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """`[N, C, h, w]` merged latents (one decode chunk) -> `[N, 3, H, W]` float32 in about [-1, 1]."""
+        latents = latents / self.vae.config.scaling_factor
+        frames = self.vae.decode(latents.to(self.vae.dtype), num_frames=latents.shape[0]).sample
+        return frames.float()
+
+    def _added_time_ids(self, dtype: torch.dtype) -> torch.Tensor:
+        expected = self.unet.add_embedding.linear_1.in_features
+        passed = self.unet.config.addition_time_embed_dim * len(ADDED_TIME_IDS)
+        if expected != passed:
+            raise ValueError(
+                f"The UNet expects {expected} added-time embedding features but {len(ADDED_TIME_IDS)} ids give "
+                f"{passed}; check `unet.config.addition_time_embed_dim`."
+            )
+        return torch.tensor([ADDED_TIME_IDS], dtype=dtype, device=self._execution_device)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Streaming core
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _final_latents(
+        self,
+        frames: Iterable,
+        window_size: int,
+        overlap: int,
+        num_inference_steps: int,
+        encode_chunk_size: int,
+    ) -> Iterator[tuple[torch.Tensor, tuple[int, int], tuple[int, int, int, int]]]:
+        """Read `frames` lazily and yield `(latents, (H, W), padding)` for runs of consecutive frames as soon as
+        their merged latents are final. Holds O(window_size) frames, embeddings and latents at any time."""
+        dtype = self.unet.dtype
+        added_time_ids = self._added_time_ids(dtype)
+        planner = WindowPlanner(window_size, overlap)
+
+        size = padding = None
+        pending: list[torch.Tensor] = []  # padded pixels read but not yet encoded
+        embeds = conds = None  # encodings of frames [cache_start, num_read)
+        cache_start = 0
+        merged = None  # merged latents of frames [cache_start, prev_end)
+        prev_end = 0
+        num_read = 0
+
+        def encode_pending():
+            nonlocal embeds, conds
+            new_embeds, new_conds = [], []
+            for i in range(0, len(pending), encode_chunk_size):
+                chunk = torch.stack(pending[i : i + encode_chunk_size])
+                new_embeds.append(self.encode_image_embeddings(chunk).to(dtype))
+                new_conds.append(self.encode_video_latents(chunk).to(dtype))
+            pending.clear()
+            embeds = torch.cat(([embeds] if embeds is not None else []) + new_embeds)
+            conds = torch.cat(([conds] if conds is not None else []) + new_conds)
+
+        def run(start: int, end: int):
+            nonlocal embeds, conds, merged, cache_start, prev_end
+            if pending:
+                encode_pending()
+            if merged is not None and start > cache_start:  # frames before this window are final
+                yield merged[: start - cache_start], size, padding
+                merged = merged[start - cache_start :]
+            embeds, conds = embeds[start - cache_start :], conds[start - cache_start :]
+            cache_start = start
+            num_shared = prev_end - start if merged is not None else 0
+            window_conds = conds[: end - start].unsqueeze(0)  # [1, F, C, h, w]
+            replace = merged[:num_shared].unsqueeze(0) if num_shared else None
+            latents = predict_window_latents(
+                self.unet,
+                self.scheduler,
+                window_conds,
+                embeds[: end - start],
+                added_time_ids,
+                num_inference_steps=num_inference_steps,
+                replace_latents=replace,
+            )[0]  # [F, C, h, w]
+            if num_shared:
+                weight = torch.as_tensor(blend_weights(num_shared), dtype=latents.dtype, device=latents.device)
+                weight = weight.view(-1, 1, 1, 1)
+                blended = merged[:num_shared] * weight + latents[:num_shared] * (1.0 - weight)
+                latents = torch.cat([blended, latents[num_shared:]])
+            merged = latents
+            prev_end = end
+
+        for frame in frames:
+            array = _frame_as_array(frame, num_read)
+            if size is None:
+                size = array.shape[:2]
+                padding = compute_padding(*size)
+            elif array.shape[:2] != size:
+                raise ValueError(
+                    f"`video` frame {num_read} is {array.shape[1]}x{array.shape[0]} but frame 0 is "
+                    f"{size[1]}x{size[0]}; all frames must have the same size. Resize them first."
+                )
+            top, bottom, left, right = padding
+            pending.append(F.pad(_to_pixel_tensor(array), (left, right, top, bottom), value=1.0))  # white
+            num_read += 1
+            for start, end in planner.ready(num_read):
+                yield from run(start, end)
+        if num_read == 0:
+            raise ValueError("`video` has zero frames; pass at least one frame.")
+        for start, end in planner.finish(num_read):
+            yield from run(start, end)
+        yield merged, size, padding
+
+    def _latents_to_output(self, latents: torch.Tensor, padding: tuple[int, int, int, int], output_type: str):
+        top, bottom, left, right = padding
+        frames = self.decode_latents(latents)  # [N, 3, Hp, Wp]
+        frames = frames[:, :, top : frames.shape[2] - bottom, left : frames.shape[3] - right]
+        normals = normalize_normals(frames, dim=1)
+        if output_type == "pt":
+            return normals.cpu()
+        return normals.permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.no_grad()
+    def stream(
+        self,
+        video: Iterable,
+        window_size: int = 14,
+        overlap: int = 4,
+        num_inference_steps: int = 1,
+        decode_chunk_size: int = 7,
+        output_type: str = "np",
+        num_frames: int | None = None,
+    ) -> Iterator[np.ndarray | torch.Tensor]:
+        r"""Estimate normals for a video of any length, yielding them in order as soon as they are final.
+
+        Frames are read from `video` one at a time (a generator over a two-hour video is fine); at any moment only
+        O(`window_size` + `decode_chunk_size`) frames, latents and outputs are held. The numbers are identical to
+        [`~NormalCrafterPipeline.__call__`], which runs this very path.
+
+        Args:
+            video: an iterable of frames: PIL images, `(H, W, 3)` arrays (uint8, or float in [0, 1]) or `(3, H, W)`
+                tensors. Grayscale and RGBA frames are converted to RGB. All frames must share one size.
+            window_size (`int`, defaults to 14): frames denoised together.
+            overlap (`int`, defaults to 4): frames shared by consecutive windows, blended linearly.
+            num_inference_steps (`int`, defaults to 1): Euler steps per window (the released model uses 1).
+            decode_chunk_size (`int`, defaults to 7): frames decoded together by the temporal VAE decoder; chunks
+                are counted from frame 0, so the result does not depend on how the video is read.
+            output_type (`str`, defaults to `"np"`): `"np"` yields `(k, H, W, 3)` float32 arrays, `"pt"` yields
+                `[k, 3, H, W]` tensors, `"latent"` yields the merged latents `[k, C, h, w]`.
+            num_frames (`int`, *optional*): the video's length if known, for the progress bar only.
+
+        Yields:
+            Consecutive chunks of unit normals (or latents), covering every frame exactly once, in order.
+        """
+        _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
+        if video is None:
+            raise ValueError("`video` is None; pass a list of frames, an array (F, H, W, C) or an iterable of frames.")
+        frames = _as_frame_iterable(video)
+        if num_frames is None and hasattr(frames, "__len__"):
+            num_frames = len(frames)
+
+        undecoded: list[torch.Tensor] = []
+        num_undecoded = 0
+        # A bar over frames (not windows); `set_progress_bar_config(disable=True)` silences it as usual.
+        bar_config = {"desc": "Normals", "unit": "frame", **getattr(self, "_progress_bar_config", {})}
+        with tqdm(total=num_frames, **bar_config) as progress:
+            for latents, _, padding in self._final_latents(
+                frames, window_size, overlap, num_inference_steps, decode_chunk_size
+            ):
+                if output_type == "latent":
+                    progress.update(latents.shape[0])
+                    yield latents
+                    continue
+                undecoded.append(latents)
+                num_undecoded += latents.shape[0]
+                if num_undecoded < decode_chunk_size:
+                    continue
+                queue = torch.cat(undecoded)
+                num_full = (num_undecoded // decode_chunk_size) * decode_chunk_size
+                for i in range(0, num_full, decode_chunk_size):
+                    yield self._latents_to_output(queue[i : i + decode_chunk_size], padding, output_type)
+                    progress.update(decode_chunk_size)
+                undecoded, num_undecoded = [queue[num_full:]], num_undecoded - num_full
+            if output_type != "latent" and num_undecoded:  # the last, shorter chunk
+                yield self._latents_to_output(torch.cat(undecoded), padding, output_type)
+                progress.update(num_undecoded)
+        self.maybe_free_model_hooks()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video: list[PIL.Image.Image] | np.ndarray | torch.Tensor,
+        window_size: int = 14,
+        overlap: int = 4,
+        num_inference_steps: int = 1,
+        decode_chunk_size: int = 7,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ) -> NormalCrafterPipelineOutput | tuple:
+        r"""Estimate temporally consistent surface normals for every frame of `video`.
+
+        Args:
+            video: list of PIL images, an `(F, H, W, C)` array (uint8, or float in [0, 1]) or an `(F, C, H, W)`
+                tensor in [0, 1]. Grayscale and RGBA are converted to RGB. For long videos use
+                [`~NormalCrafterPipeline.stream`], which reads frames lazily.
+            window_size, overlap, num_inference_steps, decode_chunk_size, output_type: see `stream`.
+            return_dict (`bool`, defaults to `True`): return a [`NormalCrafterPipelineOutput`] or a tuple.
+
+        Examples:
+
+        Returns:
+            [`NormalCrafterPipelineOutput`] or `tuple`: `normals`, float32 unit vectors `(F, H, W, 3)` (`"np"`),
+            `[F, 3, H, W]` (`"pt"`), or merged latents (`"latent"`).
+        """
+        # 1. Check inputs (every frame) before any model runs
+        num_frames = self.check_inputs(video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
+        frames = _as_frame_iterable(video)
+
+        # 2. Run the streaming path and gather its chunks
+        chunks = self.stream(
+            frames,
+            window_size=window_size,
+            overlap=overlap,
+            num_inference_steps=num_inference_steps,
+            decode_chunk_size=decode_chunk_size,
+            output_type=output_type,
+            num_frames=num_frames,
+        )
+        if output_type == "np":
+            normals = None
+            filled = 0
+            for chunk in chunks:
+                if normals is None:  # allocate once: no copy of the whole video at the end
+                    normals = np.empty((num_frames, *chunk.shape[1:]), dtype=np.float32)
+                normals[filled : filled + chunk.shape[0]] = chunk
+                filled += chunk.shape[0]
+        else:
+            normals = torch.cat(list(chunks))
+
+        if not return_dict:
+            return (normals,)
+        return NormalCrafterPipelineOutput(normals=normals)
+
+
+def _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type) -> None:
+    _check_window_args(window_size, overlap)
+    for name, value in (("num_inference_steps", num_inference_steps), ("decode_chunk_size", decode_chunk_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or os.sep in path.strip(os.sep).replace("/", "", 1) or os.path.exists(path)
+
+
+def _has_model_index(path: str, hub_kwargs: dict) -> bool:
+    """Whether `path` (folder or repo id) holds a `model_index.json`."""
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "model_index.json"))
+    if _looks_local(path):
+        raise FileNotFoundError(
+            f"`pretrained_model_name_or_path`={path!r} is not a folder. Pass an existing folder or a Hub repo id "
+            f"such as {DEFAULT_MODEL_ID!r}."
+        )
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
+    try:
+        hf_hub_download(path, "model_index.json", **hub_kwargs)
+        return True
+    except EntryNotFoundError:  # also the offline "not in the cache" case: then unet/ and vae/ must be there
+        return False
+    except GatedRepoError as error:
+        raise OSError(
+            f"{path!r} is a gated repo: accept its licence at https://huggingface.co/{path} and log in "
+            "(`hf auth login`) or pass `token=`."
+        ) from error
+    except RepositoryNotFoundError as error:
+        raise OSError(
+            f"{path!r} is neither a local folder nor a Hub repo you can access. Check the name, or log in "
+            "(`hf auth login`) if it is private."
+        ) from error
+
+
+def _load_with_variant(model_class, path: str, subfolder: str, variant: str | None, kwargs: dict):
+    """Load `subfolder` of `path`, with `variant` where that repo has it, else its only weights."""
+    if variant is not None:
+        try:
+            return model_class.from_pretrained(path, subfolder=subfolder, variant=variant, **kwargs)
+        except (OSError, ValueError):
+            logger.info(f"No {variant!r} variant of {path}/{subfolder}; loading its default weights.")
+    return model_class.from_pretrained(path, subfolder=subfolder, **kwargs)
+
+
+def _transformers_dtype_kwargs(model_kwargs: dict) -> dict:
+    import transformers
+    from packaging import version
+
+    kwargs = {k: v for k, v in model_kwargs.items() if k != "torch_dtype"}
+    if model_kwargs.get("torch_dtype") is not None:
+        new_api = version.parse(transformers.__version__) >= version.parse("4.56")
+        kwargs["dtype" if new_api else "torch_dtype"] = model_kwargs["torch_dtype"]
+    return kwargs
+
+
+def _load_base_component(name: str, base: str, variant, hub_kwargs: dict, model_kwargs: dict, model_path: str):
+    try:
+        if name == "scheduler":
+            return EulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler", **hub_kwargs)
+        if name == "feature_extractor":
+            return CLIPImageProcessor.from_pretrained(base, subfolder="feature_extractor", **hub_kwargs)
+        kwargs = {**hub_kwargs, **_transformers_dtype_kwargs(model_kwargs)}
+        if variant is not None:
+            try:
+                return CLIPVisionModelWithProjection.from_pretrained(
+                    base, subfolder="image_encoder", variant=variant, **kwargs
+                )
+            except (OSError, ValueError):
+                logger.info(f"No {variant!r} variant of {base}/image_encoder; loading its default weights.")
+        return CLIPVisionModelWithProjection.from_pretrained(base, subfolder="image_encoder", **kwargs)
+    except (OSError, ValueError) as error:
+        raise BaseModelUnavailableError(
+            f"{model_path!r} has only `unet/` and `vae/`; its `{name}` comes from the base model {base!r}, which "
+            f"could not be loaded ({type(error).__name__}: {error}). The default base "
+            f"{DEFAULT_BASE_MODEL_ID!r} is gated: accept its licence at "
+            f"https://huggingface.co/{DEFAULT_BASE_MODEL_ID} and log in (`hf auth login`, or pass `token=`). "
+            "Or pass `base_model=` a local folder laid out like it, or pass `image_encoder=`, "
+            "`feature_extractor=` and `scheduler=` yourself."
+        ) from error

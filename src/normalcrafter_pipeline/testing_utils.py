@@ -1,0 +1,108 @@
+"""Tiny, seeded NormalCrafter components for tests, examples and benchmarks.
+
+They follow the architecture of the released model (an SVD-style spatio-temporal UNet with 8 input channels,
+a temporal-decoder VAE with a spatial factor of 8, a CLIP vision tower with projection) at a size that runs in
+milliseconds on a CPU. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+# The scheduler configuration shipped with stabilityai/stable-video-diffusion-img2vid-xt.
+SVD_XT_SCHEDULER_CONFIG = {
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": False,
+    "sigma_max": 700.0,
+    "sigma_min": 0.002,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "timestep_type": "continuous",
+    "trained_betas": None,
+    "use_karras_sigmas": True,
+}
+
+# CLIP normalisation constants of the SVD-xt feature extractor (OpenAI CLIP).
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def svd_xt_scheduler() -> EulerDiscreteScheduler:
+    """The EDM-style Euler scheduler of SVD-xt, built from its configuration."""
+    return EulerDiscreteScheduler.from_config(SVD_XT_SCHEDULER_CONFIG)
+
+
+def tiny_components(seed: int = 0, cross_attention_dim: int = 32) -> dict:
+    """Build the five pipeline components at toy size with seeded random weights.
+
+    Returns a dict with `unet` (a `NormalCrafterUNet`), `vae`, `image_encoder`, `feature_extractor` and
+    `scheduler`, ready for `NormalCrafterPipeline(**components)`.
+    """
+    from .pipeline_normalcrafter import NormalCrafterUNet
+
+    torch.manual_seed(seed)
+    unet = NormalCrafterUNet(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=cross_attention_dim,
+        num_attention_heads=(2, 4),
+        projection_class_embeddings_input_dim=3 * 32,
+        addition_time_embed_dim=32,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLTemporalDecoder(
+        block_out_channels=(32, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=64,
+    )
+    torch.manual_seed(seed + 2)
+    clip_config = CLIPVisionConfig(
+        hidden_size=32,
+        projection_dim=cross_attention_dim,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=224,
+        intermediate_size=37,
+        patch_size=32,
+    )
+    image_encoder = CLIPVisionModelWithProjection(clip_config)
+    feature_extractor = CLIPImageProcessor(
+        crop_size={"height": 224, "width": 224},
+        size={"shortest_edge": 224},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    )
+    for module in (unet, vae, image_encoder):
+        module.eval()
+    return {
+        "unet": unet,
+        "vae": vae,
+        "image_encoder": image_encoder,
+        "feature_extractor": feature_extractor,
+        "scheduler": svd_xt_scheduler(),
+    }
+
+
+def tiny_pipeline(seed: int = 0, **kwargs):
+    """A `NormalCrafterPipeline` made of `tiny_components(seed)`."""
+    from .pipeline_normalcrafter import NormalCrafterPipeline
+
+    return NormalCrafterPipeline(**tiny_components(seed, **kwargs))
