@@ -262,7 +262,7 @@ def _as_frame_iterable(video: Any) -> Iterable:
 
 def _to_pixel_tensor(frame: np.ndarray) -> torch.Tensor:
     """`(H, W, 3)` uint8 or float array -> `[3, H, W]` float32 in [0, 1] (uint8 / 255, as the reference does)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    pixels = torch.from_numpy(np.require(frame, requirements=["C", "W"])).permute(2, 0, 1)
     return pixels.float() / 255.0 if frame.dtype == np.uint8 else pixels.float()
 
 

@@ -1,0 +1,296 @@
+"""NormalCrafterPipeline: exactness against the reference semantics, streaming, inputs, outputs, checks, offload."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from accelerate import cpu_offload
+from reference_impl import reference_normals
+
+from normalcrafter_pipeline import NormalCrafterPipeline, plan_windows
+from normalcrafter_pipeline.testing_utils import tiny_components, tiny_pipeline
+
+
+def angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def random_video(num_frames, height, width, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = tiny_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe64():
+    """Float64 weights: the tiny random model amplifies float32 rounding (fp32 conv layouts alone move its latents
+    by ~1e-4), so exactness against the reference is checked where rounding cannot hide a semantic slip."""
+    pipe = tiny_pipeline(seed=0).to(dtype=torch.float64)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class CallCounter:
+    """Counts forward calls and the frames (batch rows) each module sees, through forward pre-hooks."""
+
+    def __init__(self, **modules):
+        self.calls = dict.fromkeys(modules, 0)
+        self.frames = dict.fromkeys(modules, 0)
+        self.handles = [module.register_forward_pre_hook(self._hook(name)) for name, module in modules.items()]
+
+    def _hook(self, name):
+        def hook(module, args):
+            self.calls[name] += 1
+            sample = args[0]
+            self.frames[name] += sample.shape[0] * (sample.shape[1] if sample.ndim == 5 else 1)
+
+        return hook
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Exactness
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "num_frames,height,width,window_size,overlap,steps",
+    [
+        (20, 40, 50, 14, 4, 1),  # two windows, the second one the tail window
+        (3, 64, 64, 14, 4, 1),  # shorter than a window, no padding
+        (15, 33, 70, 14, 4, 1),  # window + 1, odd size
+        (31, 40, 50, 6, 2, 2),  # several windows, two Euler steps
+        (9, 40, 50, 4, 0, 1),  # no overlap but an overlapping tail window
+    ],
+)
+def test_matches_reference_semantics(pipe64, num_frames, height, width, window_size, overlap, steps):
+    video = random_video(num_frames, height, width, seed=num_frames)
+    expected = reference_normals(pipe64, video, window_size, overlap, steps)
+    normals = pipe64(video, window_size=window_size, overlap=overlap, num_inference_steps=steps).normals
+    assert normals.shape == (num_frames, height, width, 3)
+    assert angles_deg(normals, expected).max() < 0.01
+
+
+def test_fp32_stays_close_to_reference(pipe):
+    video = random_video(20, 40, 50)
+    expected = reference_normals(pipe, video)
+    assert np.median(angles_deg(pipe(video).normals, expected)) < 0.05
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Streaming
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_frames", [1, 5, 14, 15, 27])
+def test_stream_equals_call_and_returns_unit_normals(pipe, num_frames):
+    video = random_video(num_frames, 37, 45, seed=num_frames)
+    called = pipe(video).normals
+    chunks = list(pipe.stream(iter(list(video))))
+    streamed = np.concatenate(chunks)
+    assert called.shape == streamed.shape == (num_frames, 37, 45, 3)
+    assert called.dtype == np.float32
+    np.testing.assert_array_equal(streamed, called)
+    assert np.isfinite(called).all()
+    np.testing.assert_allclose(np.linalg.norm(called, axis=-1), 1.0, atol=1e-5)
+    # chunks are decode chunks counted from frame 0
+    assert [c.shape[0] for c in chunks[:-1]] == [7] * (len(chunks) - 1)
+
+
+def test_stream_is_lazy_and_yields_before_the_video_ends(pipe):
+    num_frames = 60
+    consumed = []
+
+    def frames():
+        for i, frame in enumerate(random_video(num_frames, 32, 32)):
+            consumed.append(i)
+            yield frame
+
+    stream = pipe.stream(frames(), window_size=8, overlap=2, decode_chunk_size=4)
+    first = next(stream)
+    assert first.shape == (4, 32, 32, 3)
+    assert len(consumed) < 20  # only a window or two has been read
+    rest = list(stream)
+    assert sum(c.shape[0] for c in rest) + 4 == num_frames
+
+
+def test_one_model_pass_per_frame_and_per_window(pipe):
+    num_frames, window_size, overlap, steps = 23, 6, 2, 2
+    counter = CallCounter(
+        clip=pipe.image_encoder, encoder=pipe.vae.encoder, unet=pipe.unet, decoder=pipe.vae.decoder
+    )
+    try:
+        pipe(random_video(num_frames, 32, 32), window_size=window_size, overlap=overlap, num_inference_steps=steps)
+    finally:
+        counter.remove()
+    assert counter.frames["clip"] == num_frames
+    assert counter.frames["encoder"] == num_frames
+    assert counter.frames["decoder"] == num_frames
+    assert counter.calls["unet"] == len(plan_windows(num_frames, window_size, overlap)) * steps
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Inputs and outputs
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_input_types_agree(pipe):
+    video = random_video(4, 30, 41)
+    expected = pipe(video).normals
+    as_pil = [PIL.Image.fromarray(f) for f in video]
+    as_float = video.astype(np.float32) / 255.0
+    as_tensor = torch.from_numpy(as_float).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(pipe(as_pil).normals, expected)
+    np.testing.assert_allclose(pipe(as_float).normals, expected, atol=1e-6)
+    np.testing.assert_allclose(pipe(as_tensor).normals, expected, atol=1e-6)
+    np.testing.assert_array_equal(pipe(list(video)).normals, expected)
+
+
+def test_grayscale_and_rgba_are_converted(pipe):
+    gray = random_video(3, 32, 32)[..., 0]
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    expected = pipe(rgb).normals
+    np.testing.assert_array_equal(pipe(list(gray)).normals, expected)
+    np.testing.assert_array_equal(pipe([PIL.Image.fromarray(g, mode="L") for g in gray]).normals, expected)
+    rgba = np.concatenate([rgb, np.full_like(rgb[..., :1], 255)], axis=-1)
+    np.testing.assert_array_equal(pipe(rgba).normals, expected)
+
+
+def test_output_types_and_tuple(pipe):
+    video = random_video(9, 40, 50)
+    as_np = pipe(video).normals
+    as_pt = pipe(video, output_type="pt").normals
+    assert isinstance(as_pt, torch.Tensor) and as_pt.shape == (9, 3, 40, 50)
+    np.testing.assert_array_equal(as_pt.permute(0, 2, 3, 1).numpy(), as_np)
+    latents = pipe(video, output_type="latent").normals
+    assert latents.shape == (9, 4, 64 // 8, 64 // 8)  # padded to 64x64, VAE factor 8
+    (as_tuple,) = pipe(video, return_dict=False)
+    np.testing.assert_array_equal(as_tuple, as_np)
+    np.testing.assert_allclose(pipe.decode_latents(latents[:7]).shape, (7, 3, 64, 64))
+
+
+def test_per_frame_embeddings_are_used(pipe):
+    """Reversing the video must not simply reverse the output: each frame sees its own CLIP embedding and
+    its neighbours through the temporal layers, and changing one frame changes the others."""
+    video = random_video(6, 32, 32)
+    base = pipe(video).normals
+    changed = video.copy()
+    changed[5] = 255 - changed[5]
+    other = pipe(changed).normals
+    assert angles_deg(base[0], other[0]).mean() > 1e-3  # frame 0 feels frame 5 through the temporal layers
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checks: every bad input raises before any model runs
+# ------------------------------------------------------------------------------------------------------------------
+
+GOOD = random_video(3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "video,kwargs,match",
+    [
+        ([], {}, "zero frames"),
+        (np.zeros((0, 32, 32, 3), np.uint8), {}, "zero frames"),
+        (None, {}, "None"),
+        ([GOOD[0], GOOD[1][:16]], {}, r"frame 1 is 32x16 but frame 0 is 32x32"),
+        (np.zeros((2, 32, 32, 2), np.uint8), {}, "shape"),
+        (np.full((2, 32, 32, 3), 1.5, np.float32), {}, r"\[0, 1\]"),
+        (np.full((2, 32, 32, 3), -0.1, np.float32), {}, r"\[0, 1\]"),
+        (np.full((2, 32, 32, 3), np.nan, np.float32), {}, r"\[0, 1\]"),
+        (np.zeros((2, 32, 32, 3), np.int32), {}, "dtype"),
+        (np.zeros((32, 32, 3), np.uint8), {}, "3-D"),
+        ("clip.mp4", {}, "read_video"),
+        (["not a frame"], {}, "str"),
+        (GOOD, {"window_size": 0}, "`window_size`"),
+        (GOOD, {"window_size": 4.0}, "`window_size`"),
+        (GOOD, {"overlap": -1}, "`overlap`"),
+        (GOOD, {"overlap": 14}, "`overlap`"),
+        (GOOD, {"window_size": 4, "overlap": 5}, "`overlap`"),
+        (GOOD, {"num_inference_steps": 0}, "`num_inference_steps`"),
+        (GOOD, {"decode_chunk_size": 0}, "`decode_chunk_size`"),
+        (GOOD, {"output_type": "pil"}, "`output_type`"),
+    ],
+)
+def test_bad_input_raises_before_any_model_runs(pipe, video, kwargs, match):
+    counter = CallCounter(clip=pipe.image_encoder, vae=pipe.vae.encoder, unet=pipe.unet)
+    try:
+        with pytest.raises(ValueError, match=match):
+            pipe(video, **kwargs)
+    finally:
+        counter.remove()
+    assert sum(counter.calls.values()) == 0
+
+
+def test_stream_checks_arguments_before_reading(pipe):
+    read = []
+
+    def frames():
+        read.append(1)
+        yield GOOD[0]
+
+    with pytest.raises(ValueError, match="`overlap`"):
+        next(pipe.stream(frames(), window_size=4, overlap=4))
+    assert read == []
+    with pytest.raises(ValueError, match="zero frames"):
+        list(pipe.stream(iter([])))
+    with pytest.raises(ValueError, match="frame 2 is 16x32"):
+        list(pipe.stream(iter([GOOD[0], GOOD[1], GOOD[2][:, :16]])))
+
+
+def test_stock_unet_is_rejected_with_a_fix():
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    components = tiny_components()
+    components["unet"] = UNetSpatioTemporalConditionModel.from_config(components["unet"].config)
+    with pytest.raises(ValueError, match="NormalCrafterUNet.from_pretrained"):
+        NormalCrafterPipeline(**components)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Dtypes and offloading
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_bfloat16_runs_and_returns_float32_unit_normals(pipe):
+    video = random_video(9, 40, 50)
+    reference = pipe(video).normals
+    bf16 = tiny_pipeline(seed=0).to(dtype=torch.bfloat16)
+    bf16.set_progress_bar_config(disable=True)
+    normals = bf16(video).normals
+    assert normals.dtype == np.float32 and normals.shape == reference.shape
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-5)
+    assert np.median(angles_deg(normals, reference)) < 10.0  # close to fp32 (random tiny weights, bf16 rounding)
+
+
+def test_model_cpu_offload_gives_the_same_numbers(pipe):
+    video = random_video(9, 40, 50)
+    offloaded = tiny_pipeline(seed=0)
+    offloaded.set_progress_bar_config(disable=True)
+    offloaded.enable_model_cpu_offload(device="cpu")
+    np.testing.assert_array_equal(offloaded(video).normals, pipe(video).normals)
+
+
+def test_sequential_offload_hooks_give_the_same_numbers(pipe):
+    """Sequential offloading puts every weight on the meta device between uses. `enable_sequential_cpu_offload`
+    itself needs an accelerator (with `device="cpu"` accelerate turns parameters into plain tensors at "cpu:0"),
+    so the same accelerate hooks are installed here per component with the CPU as execution device."""
+    video = random_video(9, 40, 50)
+    offloaded = tiny_pipeline(seed=0)
+    offloaded.set_progress_bar_config(disable=True)
+    for name in ("unet", "vae", "image_encoder"):
+        cpu_offload(getattr(offloaded, name), execution_device=torch.device("cpu"))
+    assert next(offloaded.unet.parameters()).device.type == "meta"
+    np.testing.assert_array_equal(offloaded(video).normals, pipe(video).normals)
