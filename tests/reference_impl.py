@@ -48,7 +48,9 @@ def reference_normals(pipe, video_uint8: np.ndarray, window_size=14, overlap=4, 
 
     # VAE conditioning latents, unscaled, encoded in chunks
     vae_input = (pixels * 2.0 - 1.0).to(pipe.vae.dtype)
-    cond = torch.cat([pipe.vae.encode(vae_input[i : i + chunk]).latent_dist.mode() for i in range(0, num_frames, chunk)])
+    cond = torch.cat(
+        [pipe.vae.encode(vae_input[i : i + chunk]).latent_dist.mode() for i in range(0, num_frames, chunk)]
+    )
     cond = cond.unsqueeze(0).to(embeddings.dtype)  # [1,F,4,h,w]
     added_time_ids = torch.tensor([[7.0, 127.0, 0.0]], dtype=embeddings.dtype)
 

@@ -128,9 +128,7 @@ def test_stream_is_lazy_and_yields_before_the_video_ends(pipe):
 
 def test_one_model_pass_per_frame_and_per_window(pipe):
     num_frames, window_size, overlap, steps = 23, 6, 2, 2
-    counter = CallCounter(
-        clip=pipe.image_encoder, encoder=pipe.vae.encoder, unet=pipe.unet, decoder=pipe.vae.decoder
-    )
+    counter = CallCounter(clip=pipe.image_encoder, encoder=pipe.vae.encoder, unet=pipe.unet, decoder=pipe.vae.decoder)
     try:
         pipe(random_video(num_frames, 32, 32), window_size=window_size, overlap=overlap, num_inference_steps=steps)
     finally:

@@ -8,12 +8,14 @@ anti-aliased resize), the per-frame-embedding UNet, the shared one-step predicti
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
@@ -26,6 +28,7 @@ from diffusers import (
 )
 from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
 from diffusers.utils import BaseOutput, logging
+from packaging import version
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -36,6 +39,7 @@ DEFAULT_BASE_MODEL_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
 # The conditioning of the released model: fps 7, motion bucket 127, no noise augmentation (not SVD's fps - 1).
 ADDED_TIME_IDS = (7.0, 127.0, 0.0)
 PAD_MULTIPLE = 64
+_DIFFUSERS_DTYPE_KWARG = "dtype" if version.parse(diffusers.__version__) >= version.parse("0.42") else "torch_dtype"
 CLIP_INPUT_SIZE = (224, 224)
 OUTPUT_TYPES = ("np", "pt", "latent")
 
@@ -335,7 +339,11 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
         # 3. down
         down_block_res_samples = (sample,)
         for block in self.down_blocks:
-            kwargs = {"encoder_hidden_states": encoder_hidden_states} if getattr(block, "has_cross_attention", False) else {}
+            kwargs = (
+                {"encoder_hidden_states": encoder_hidden_states}
+                if getattr(block, "has_cross_attention", False)
+                else {}
+            )
             sample, res_samples = block(
                 hidden_states=sample, temb=emb, image_only_indicator=image_only_indicator, **kwargs
             )
@@ -354,8 +362,14 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
             res_samples = down_block_res_samples[-len(block.resnets) :]
             down_block_res_samples = down_block_res_samples[: -len(block.resnets)]
             is_final_block = i == len(self.up_blocks) - 1
-            upsample_size = down_block_res_samples[-1].shape[2:] if forward_upsample_size and not is_final_block else None
-            kwargs = {"encoder_hidden_states": encoder_hidden_states} if getattr(block, "has_cross_attention", False) else {}
+            upsample_size = (
+                down_block_res_samples[-1].shape[2:] if forward_upsample_size and not is_final_block else None
+            )
+            kwargs = (
+                {"encoder_hidden_states": encoder_hidden_states}
+                if getattr(block, "has_cross_attention", False)
+                else {}
+            )
             sample = block(
                 hidden_states=sample,
                 temb=emb,
@@ -484,6 +498,13 @@ class NormalCrafterPipeline(DiffusionPipeline):
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
 
+    def register_modules(self, **kwargs):
+        super().register_modules(**kwargs)
+        if isinstance(kwargs.get("unet"), NormalCrafterUNet):
+            # Record the stock class: a saved folder is then laid out exactly like SVD-xt (its weights are the
+            # stock state dict), and `from_pretrained` loads that UNet as `NormalCrafterUNet` in every case.
+            self.register_to_config(unet=("diffusers", UNetSpatioTemporalConditionModel.__name__))
+
     # ------------------------------------------------------------------------------------------------------------
     # Loading
     # ------------------------------------------------------------------------------------------------------------
@@ -519,12 +540,18 @@ class NormalCrafterPipeline(DiffusionPipeline):
         """
         kwargs.setdefault("use_safetensors", True)
         path = os.fspath(pretrained_model_name_or_path)
-        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "local_files_only", "token", "force_download")
-                      if k in kwargs}
-        model_kwargs = {k: kwargs[k] for k in ("torch_dtype", "use_safetensors") if k in kwargs}
+        hub_kwargs = {
+            k: kwargs[k]
+            for k in ("cache_dir", "revision", "local_files_only", "token", "force_download")
+            if k in kwargs
+        }
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        if dtype is not None:  # diffusers >= 0.42 calls it `dtype`, older releases `torch_dtype`
+            kwargs[_DIFFUSERS_DTYPE_KWARG] = dtype
+        model_kwargs = {k: kwargs[k] for k in (_DIFFUSERS_DTYPE_KWARG, "use_safetensors") if k in kwargs}
         variant = kwargs.get("variant")
 
-        has_index = _has_model_index(path, hub_kwargs)
+        has_index = _read_model_index(path, hub_kwargs) is not None
         if kwargs.get("unet") is None:
             kwargs["unet"] = _load_with_variant(
                 NormalCrafterUNet, path, "unet", variant, {**hub_kwargs, **model_kwargs}
@@ -543,9 +570,11 @@ class NormalCrafterPipeline(DiffusionPipeline):
         missing = [name for name in ("image_encoder", "feature_extractor", "scheduler") if kwargs.get(name) is None]
         for name in missing:
             kwargs[name] = _load_base_component(name, base, variant, base_kwargs, model_kwargs, path)
-        pipe = cls(**{name: kwargs[name] for name in ("vae", "image_encoder", "unet", "scheduler", "feature_extractor")})
-        if kwargs.get("torch_dtype") is not None:
-            pipe.to(dtype=kwargs["torch_dtype"])
+        pipe = cls(
+            **{name: kwargs[name] for name in ("vae", "image_encoder", "unet", "scheduler", "feature_extractor")}
+        )
+        if dtype is not None:  # components passed in by the caller follow the requested dtype too
+            pipe.to(dtype=dtype)
         return pipe
 
     # ------------------------------------------------------------------------------------------------------------
@@ -820,7 +849,9 @@ class NormalCrafterPipeline(DiffusionPipeline):
             `[F, 3, H, W]` (`"pt"`), or merged latents (`"latent"`).
         """
         # 1. Check inputs (every frame) before any model runs
-        num_frames = self.check_inputs(video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
+        num_frames = self.check_inputs(
+            video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type
+        )
         frames = _as_frame_iterable(video)
 
         # 2. Run the streaming path and gather its chunks
@@ -867,33 +898,37 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or os.sep in path.strip(os.sep).replace("/", "", 1) or os.path.exists(path)
 
 
-def _has_model_index(path: str, hub_kwargs: dict) -> bool:
-    """Whether `path` (folder or repo id) holds a `model_index.json`."""
+def _read_model_index(path: str, hub_kwargs: dict) -> dict | None:
+    """The `model_index.json` of `path` (folder or repo id), or None when it has none."""
     if os.path.isdir(path):
-        return os.path.isfile(os.path.join(path, "model_index.json"))
-    if _looks_local(path):
+        index_file = os.path.join(path, "model_index.json")
+        if not os.path.isfile(index_file):
+            return None
+    elif _looks_local(path):
         raise FileNotFoundError(
             f"`pretrained_model_name_or_path`={path!r} is not a folder. Pass an existing folder or a Hub repo id "
             f"such as {DEFAULT_MODEL_ID!r}."
         )
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
-    try:
-        hf_hub_download(path, "model_index.json", **hub_kwargs)
-        return True
-    except EntryNotFoundError:  # also the offline "not in the cache" case: then unet/ and vae/ must be there
-        return False
-    except GatedRepoError as error:
-        raise OSError(
-            f"{path!r} is a gated repo: accept its licence at https://huggingface.co/{path} and log in "
-            "(`hf auth login`) or pass `token=`."
-        ) from error
-    except RepositoryNotFoundError as error:
-        raise OSError(
-            f"{path!r} is neither a local folder nor a Hub repo you can access. Check the name, or log in "
-            "(`hf auth login`) if it is private."
-        ) from error
+        try:
+            index_file = hf_hub_download(path, "model_index.json", **hub_kwargs)
+        except EntryNotFoundError:  # also the offline "not in the cache" case: then unet/ and vae/ must be there
+            return None
+        except GatedRepoError as error:
+            raise OSError(
+                f"{path!r} is a gated repo: accept its licence at https://huggingface.co/{path} and log in "
+                "(`hf auth login`) or pass `token=`."
+            ) from error
+        except RepositoryNotFoundError as error:
+            raise OSError(
+                f"{path!r} is neither a local folder nor a Hub repo you can access. Check the name, or log in "
+                "(`hf auth login`) if it is private."
+            ) from error
+    with open(index_file, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def _load_with_variant(model_class, path: str, subfolder: str, variant: str | None, kwargs: dict):
@@ -908,12 +943,11 @@ def _load_with_variant(model_class, path: str, subfolder: str, variant: str | No
 
 def _transformers_dtype_kwargs(model_kwargs: dict) -> dict:
     import transformers
-    from packaging import version
 
-    kwargs = {k: v for k, v in model_kwargs.items() if k != "torch_dtype"}
-    if model_kwargs.get("torch_dtype") is not None:
+    kwargs = {k: v for k, v in model_kwargs.items() if k != _DIFFUSERS_DTYPE_KWARG}
+    if model_kwargs.get(_DIFFUSERS_DTYPE_KWARG) is not None:
         new_api = version.parse(transformers.__version__) >= version.parse("4.56")
-        kwargs["dtype" if new_api else "torch_dtype"] = model_kwargs["torch_dtype"]
+        kwargs["dtype" if new_api else "torch_dtype"] = model_kwargs[_DIFFUSERS_DTYPE_KWARG]
     return kwargs
 
 
