@@ -27,7 +27,7 @@ from diffusers import (
     UNetSpatioTemporalConditionModel,
 )
 from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
-from diffusers.utils import BaseOutput, logging
+from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from packaging import version
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -823,6 +823,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         video: list[PIL.Image.Image] | np.ndarray | torch.Tensor,
