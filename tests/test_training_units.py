@@ -1,0 +1,361 @@
+"""Unit tests of the training maths: EDM vs the scheduler, losses, SFR, the schedule, the stage-2 freeze rule."""
+
+import argparse
+import copy
+import math
+
+import pytest
+import torch
+
+from normalcrafter_pipeline import predict_window_latents
+from normalcrafter_pipeline.testing_utils import svd_xt_scheduler, tiny_pipeline
+from normalcrafter_pipeline.training import (
+    DinoFeatures,
+    FeatureTap,
+    NonFiniteLossError,
+    SFRProjector,
+    add_noise,
+    angular_error_degrees,
+    angular_loss,
+    dsm_loss,
+    dsm_weight,
+    edm_coefficients,
+    edm_denoise,
+    freeze_temporal_layers,
+    is_temporal_parameter,
+    match_grid,
+    sample_sigmas,
+    sfr_alignment_loss,
+    sfr_loss,
+    stage1_loss,
+    stage2_loss,
+    vae_decoder_loss,
+    warmup_exponential_factor,
+)
+from normalcrafter_pipeline.training.common import create_optimizer
+from normalcrafter_pipeline.training.sfr import sfr_feature_channels
+from normalcrafter_pipeline.training.testing import tiny_dino
+
+
+def _batch(frames=1, size=64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    normals = torch.nn.functional.normalize(torch.randn(1, frames, 3, size, size, generator=generator), dim=2)
+    return {
+        "pixel_values": torch.rand(1, frames, 3, size, size, generator=generator),
+        "normals": normals,
+        "valid_mask": torch.ones(1, frames, 1, size, size, dtype=torch.bool),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# EDM
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_edm_coefficients_match_the_scheduler():
+    scheduler = svd_xt_scheduler()
+    scheduler.set_timesteps(25)
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 2, 4, 8, 8, generator=generator)
+    model_output = torch.randn(1, 2, 4, 8, 8, generator=generator)
+    for i, t in enumerate(scheduler.timesteps[:-1]):  # every sigma from 700 down to the smallest
+        sigma = scheduler.sigmas[i]
+        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma.double())
+        assert float(t) == pytest.approx(float(c_noise), rel=1e-5, abs=1e-6)
+        scaled = scheduler.scale_model_input(sample, t)
+        torch.testing.assert_close(scaled, (c_in * sample).float(), rtol=1e-5, atol=1e-6)
+        x0 = scheduler.step(model_output, t, sample).pred_original_sample
+        torch.testing.assert_close(x0, (c_skip * sample + c_out * model_output).float(), rtol=1e-5, atol=1e-5)
+
+
+def test_edm_coefficients_closed_form_and_errors():
+    sigmas = torch.tensor([0.002, 0.5, 1.0, 10.0, 700.0], dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = edm_coefficients(sigmas)
+    torch.testing.assert_close(c_skip, 1 / (sigmas**2 + 1))
+    torch.testing.assert_close(c_out, -sigmas / (sigmas**2 + 1).sqrt())
+    torch.testing.assert_close(c_in, 1 / (sigmas**2 + 1).sqrt())
+    torch.testing.assert_close(c_noise, 0.25 * sigmas.log())
+    with pytest.raises(ValueError, match="positive"):
+        edm_coefficients(torch.tensor([0.0]))
+
+
+def test_edm_denoise_at_sigma_max_from_zeros_is_the_inference_prediction():
+    """Stage 1's preconditioned denoiser and the inference one-step path are the same function of the UNet."""
+    pipe = tiny_pipeline()
+    generator = torch.Generator().manual_seed(0)
+    conditioning = torch.randn(1, 2, 4, 8, 8, generator=generator)
+    embeddings = torch.randn(2, 1, 32, generator=generator)
+    time_ids = pipe._added_time_ids(torch.float32)
+    with torch.no_grad():
+        inference = predict_window_latents(
+            pipe.unet, copy.deepcopy(pipe.scheduler), conditioning, embeddings, time_ids
+        )
+        sigma_max = torch.tensor([pipe.scheduler.config.sigma_max])
+        denoised = edm_denoise(
+            pipe.unet, torch.zeros_like(conditioning), sigma_max, conditioning, embeddings, time_ids
+        )
+    torch.testing.assert_close(denoised, inference, rtol=1e-4, atol=1e-5)
+
+
+def test_sigma_sampling_is_log_normal():
+    generator = torch.Generator().manual_seed(0)
+    sigmas = sample_sigmas(50000, p_mean=0.7, p_std=1.6, generator=generator)
+    assert sigmas.dtype == torch.float32 and torch.all(sigmas > 0)
+    assert sigmas.log().mean().item() == pytest.approx(0.7, abs=0.03)
+    assert sigmas.log().std().item() == pytest.approx(1.6, abs=0.03)
+    with pytest.raises(ValueError, match="p_std"):
+        sample_sigmas(2, p_std=0.0)
+
+
+def test_add_noise_broadcasts_per_video_sigma():
+    clean = torch.zeros(2, 3, 4, 2, 2)
+    noise = torch.ones_like(clean)
+    noisy = add_noise(clean, torch.tensor([1.0, 3.0]), noise)
+    assert torch.all(noisy[0] == 1.0) and torch.all(noisy[1] == 3.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_dsm_weighting():
+    sigmas = torch.tensor([1.0, 2.0, 0.5])
+    torch.testing.assert_close(dsm_weight(sigmas), torch.tensor([2.0, 1.25, 5.0]))
+    clean = torch.zeros(3, 2, 4, 3, 3)
+    denoised = torch.ones_like(clean)  # squared error 1 everywhere
+    assert dsm_loss(denoised, clean, sigmas).item() == pytest.approx((2.0 + 1.25 + 5.0) / 3)
+    denoised = clean.clone()
+    denoised[1] = 2.0  # only the second video errs: squared error 4, weight 1.25
+    assert dsm_loss(denoised, clean, sigmas).item() == pytest.approx(4 * 1.25 / 3)
+    with pytest.raises(ValueError, match="shape"):
+        dsm_loss(denoised[:2], clean, sigmas)
+
+
+def test_dsm_loss_is_float32_under_half_inputs():
+    clean = torch.zeros(1, 1, 4, 2, 2, dtype=torch.bfloat16)
+    loss = dsm_loss(clean + 1, clean, torch.tensor([1.0]))
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(2.0)
+
+
+def test_angular_loss_values():
+    n = torch.nn.functional.normalize(torch.randn(2, 3, 5, 5), dim=1)
+    assert angular_loss(n, n).item() == pytest.approx(0.0, abs=2e-3)  # the clamp floor is acos(1 - 1e-6)
+    assert angular_loss(n, -n).item() == pytest.approx(math.pi, abs=2e-3)
+    assert angular_error_degrees(n, n) == pytest.approx(0.0, abs=0.03)
+    x = torch.zeros(1, 3, 1, 1)
+    x[:, 0] = 1.0
+    y = torch.zeros(1, 3, 1, 1)
+    y[:, 1] = 2.0  # length does not matter
+    assert angular_loss(x, y).item() == pytest.approx(math.pi / 2, abs=1e-6)
+
+
+def test_angular_loss_gradient_is_finite_at_equality():
+    n = torch.nn.functional.normalize(torch.randn(1, 3, 4, 4), dim=1)
+    prediction = n.clone().requires_grad_(True)
+    angular_loss(prediction, n).backward()
+    assert torch.isfinite(prediction.grad).all()
+    prediction = (-n).clone().requires_grad_(True)
+    angular_loss(prediction, n).backward()
+    assert torch.isfinite(prediction.grad).all()
+
+
+def test_angular_loss_honours_the_mask():
+    target = torch.zeros(1, 2, 3, 2, 2)
+    target[:, :, 2] = 1.0
+    prediction = target.clone()
+    prediction[:, 0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0])  # 90 degrees off, at one pixel
+    mask = torch.ones(1, 2, 1, 2, 2, dtype=torch.bool)
+    mask[:, 0, :, 0, 0] = False
+    assert angular_loss(prediction, target, mask, dim=2).item() == pytest.approx(0.0, abs=2e-3)
+    unmasked = angular_loss(prediction, target, dim=2).item()
+    assert unmasked == pytest.approx((math.pi / 2 + 7 * 1.4e-3) / 8, abs=1e-3)
+    # No valid pixel: zero, finite gradient.
+    prediction.requires_grad_(True)
+    loss = angular_loss(prediction, target, torch.zeros_like(mask), dim=2)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(prediction.grad).all()
+
+
+def test_non_finite_losses_raise():
+    n = torch.ones(1, 3, 2, 2)
+    bad = n.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="angular"):
+        angular_loss(bad, n)
+    with pytest.raises(NonFiniteLossError, match="DSM"):
+        dsm_loss(bad[None], n[None], torch.tensor([1.0]))
+    with pytest.raises(NonFiniteLossError, match="SFR"):
+        sfr_alignment_loss(bad.permute(0, 2, 3, 1), n.permute(0, 2, 3, 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SFR
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_sfr_alignment_loss_extremes():
+    features = torch.randn(4, 3, 5, 16)
+    assert sfr_alignment_loss(features, 3.0 * features).item() == pytest.approx(-1.0, abs=1e-6)
+    assert sfr_alignment_loss(features, -features).item() == pytest.approx(1.0, abs=1e-6)
+    orthogonal_a = torch.zeros(1, 1, 1, 2)
+    orthogonal_a[..., 0] = 1
+    orthogonal_b = torch.zeros(1, 1, 1, 2)
+    orthogonal_b[..., 1] = 1
+    assert sfr_alignment_loss(orthogonal_a, orthogonal_b).item() == pytest.approx(0.0)
+
+
+def test_sfr_projector_shapes_and_loss_through_grid_matching():
+    projector = SFRProjector(in_channels=8, out_channels=6, hidden_dim=16)
+    assert [type(m).__name__ for m in projector.mlp] == ["Linear", "SiLU", "Linear", "SiLU", "Linear"]
+    features = torch.randn(2, 8, 4, 6)
+    assert projector(features).shape == (2, 4, 6, 6)
+    tokens = torch.randn(2, 2, 3, 6)
+    assert match_grid(tokens, (4, 6)).shape == (2, 4, 6, 6)
+    assert match_grid(tokens, (2, 3)) is tokens
+    loss = sfr_loss(projector, features, tokens)
+    loss.backward()
+    assert -1.0 <= loss.item() <= 1.0 and projector.mlp[0].weight.grad is not None
+
+
+def test_dino_patch_tokens_on_the_feature_grid():
+    dino = DinoFeatures(tiny_dino())
+    pixels = torch.rand(2, 3, 64, 64)
+    tokens = dino(pixels, grid=(8, 8))  # the frames are resized to 112x112: an 8x8 grid of 14-pixel patches
+    assert tokens.shape == (2, 8, 8, dino.hidden_size)
+    assert torch.isfinite(tokens).all()
+    assert not any(p.requires_grad for p in dino.parameters())
+
+
+def test_feature_tap_records_up_block_1_and_leaves_no_hook():
+    pipe = tiny_pipeline()
+    unet = pipe.unet
+    sample = torch.randn(1, 2, 8, 8, 8)
+    embeddings = torch.randn(2, 1, 32)
+    time_ids = pipe._added_time_ids(torch.float32)
+    with torch.no_grad():
+        plain = unet(sample, 1.0, embeddings, time_ids).sample
+        with FeatureTap(unet) as tap:
+            tapped = unet(sample, 1.0, embeddings, time_ids).sample
+    assert torch.equal(plain, tapped)
+    channels = sfr_feature_channels(unet)
+    assert tap.features.shape == (2, channels, 8, 8)
+    assert len(unet.up_blocks[1]._forward_hooks) == 0
+    with pytest.raises(ValueError, match="block_index"):
+        FeatureTap(unet, block_index=5)
+
+
+def test_stage1_loss_trains_unet_and_projector():
+    pipe = tiny_pipeline()
+    dino = DinoFeatures(tiny_dino())
+    projector = SFRProjector(sfr_feature_channels(pipe.unet), dino.hidden_size, hidden_dim=16)
+    torch.manual_seed(0)
+    losses = stage1_loss(pipe, pipe.unet, _batch(), projector, dino, lambda_reg=0.5)
+    assert set(losses) == {"loss", "dsm", "sfr"}
+    torch.testing.assert_close(losses["loss"], losses["dsm"] + 0.5 * losses["sfr"])
+    losses["loss"].backward()
+    assert pipe.unet.conv_in.weight.grad is not None and projector.mlp[-1].weight.grad is not None
+    assert pipe.vae.encoder.conv_in.weight.grad is None and all(p.grad is None for p in dino.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedule, optimiser
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_warmup_then_exponential_decay():
+    factors = [warmup_exponential_factor(s, 100, 1100, 0.1) for s in range(1200)]
+    assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0)
+    assert factors[100] == pytest.approx(1.0)
+    assert factors[600] == pytest.approx(0.1**0.5)
+    assert factors[1100] == pytest.approx(0.1) and factors[1199] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[100:], factors[101:]))
+
+
+def test_8bit_adam_without_bitsandbytes_says_how_to_install():
+    try:
+        import bitsandbytes  # noqa: F401
+
+        pytest.skip("bitsandbytes is installed")
+    except ImportError:
+        pass
+    args = argparse.Namespace(
+        use_8bit_adam=True,
+        learning_rate=1e-5,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_weight_decay=0.0,
+        adam_epsilon=1e-8,
+    )
+    with pytest.raises(ImportError, match="pip install bitsandbytes"):
+        create_optimizer(args, [torch.nn.Parameter(torch.zeros(1))])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 2 freeze rule and the VAE decoder step
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_temporal_parameter_names():
+    assert is_temporal_parameter("down_blocks.0.attentions.0.temporal_transformer_blocks.0.attn1.to_q.weight")
+    assert is_temporal_parameter("mid_block.resnets.0.temporal_res_block.conv1.weight")
+    assert is_temporal_parameter("up_blocks.1.resnets.0.time_mixer.mix_factor")
+    assert is_temporal_parameter("down_blocks.0.attentions.0.time_pos_embed.linear_1.weight")
+    assert not is_temporal_parameter("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight")
+    assert not is_temporal_parameter("down_blocks.0.resnets.0.spatial_res_block.conv1.weight")
+    assert not is_temporal_parameter("time_embedding.linear_1.weight")
+
+
+@pytest.mark.slow
+def test_one_stage2_step_changes_spatial_and_keeps_temporal_and_vae_bit_identical():
+    pipe = tiny_pipeline()
+    trainable, frozen = freeze_temporal_layers(pipe.unet)
+    assert frozen and trainable
+    before_unet = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    before_vae = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    before_clip = {k: v.clone() for k, v in pipe.image_encoder.state_dict().items()}
+    pipe.vae.requires_grad_(False)
+    pipe.image_encoder.requires_grad_(False)
+    parameters = [p for p in pipe.unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3)
+    losses = stage2_loss(pipe, pipe.unet, copy.deepcopy(pipe.scheduler), _batch(frames=2), lambda_reg=0.0)
+    losses["loss"].backward()
+    optimizer.step()
+
+    after = pipe.unet.state_dict()
+    changed = {name for name in trainable if not torch.equal(before_unet[name], after[name])}
+    assert all(torch.equal(before_unet[name], after[name]) for name in frozen)
+    # Every spatial tensor that the loss reaches moves (AdamW's first step moves any parameter with a gradient).
+    assert "conv_in.weight" in changed and "up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight" in changed
+    assert len(changed) > 0.9 * len(trainable)
+    assert all(torch.equal(before_vae[k], v) for k, v in pipe.vae.state_dict().items())
+    assert all(torch.equal(before_clip[k], v) for k, v in pipe.image_encoder.state_dict().items())
+
+
+def test_stage2_loss_is_the_decoded_inference_prediction():
+    """With the loss at a known prediction: the angular loss of stage 2 equals that of decoding the pipeline's
+    own one-step latents."""
+    pipe = tiny_pipeline()
+    batch = _batch(frames=1, seed=1)
+    with torch.no_grad():
+        losses = stage2_loss(pipe, pipe.unet, copy.deepcopy(pipe.scheduler), batch, lambda_reg=0.0)
+        latents = pipe(batch["pixel_values"][0], output_type="latent").normals  # [F, 4, 8, 8]
+        decoded = pipe.decode_latents(latents)  # [F, 3, 64, 64]
+    expected = angular_loss(decoded[None], batch["normals"], dim=2)
+    torch.testing.assert_close(losses["angular"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_vae_decoder_step_changes_only_the_decoder():
+    pipe = tiny_pipeline()
+    vae = pipe.vae
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=1e-3)
+    losses = vae_decoder_loss(vae, _batch(frames=2), l1_weight=1.0)
+    assert set(losses) == {"loss", "angular", "l1"}
+    losses["loss"].backward()
+    optimizer.step()
+    after = vae.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if not k.startswith("decoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("decoder."))
