@@ -368,3 +368,24 @@ def test_vae_decoder_step_changes_only_the_decoder():
     after = vae.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in after if not k.startswith("decoder."))
     assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("decoder."))
+
+
+def test_gradient_checkpointing_gives_the_same_stage1_gradients():
+    """Memory savers are options, not edits: checkpointing changes neither the loss nor the gradients."""
+    results = []
+    for checkpointing in (False, True):
+        pipe = tiny_pipeline()
+        dino = DinoFeatures(tiny_dino())
+        torch.manual_seed(1)
+        projector = SFRProjector(sfr_feature_channels(pipe.unet), dino.hidden_size, hidden_dim=16)
+        pipe.unet.train()
+        if checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        torch.manual_seed(0)
+        losses = stage1_loss(pipe, pipe.unet, _batch(frames=2), projector, dino, lambda_reg=0.5)
+        losses["loss"].backward()
+        results.append((losses["loss"].detach(), {k: p.grad for k, p in pipe.unet.named_parameters()}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grad, grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
