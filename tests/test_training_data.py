@@ -324,3 +324,15 @@ def test_render_clip_writes_the_clip_format_fast(tmp_path):
     assert not np.array_equal(render_clip(None, 2, 32, 32, seed=0)["rgb"], render_clip(None, 2, 32, 32, seed=1)["rgb"])
     with pytest.raises(ValueError, match="num_frames"):
         render_clip(None, num_frames=0)
+
+
+def test_nan_and_zero_normals_are_invalid(tmp_path):
+    rgb, normal, _, _ = _random_clip(frames=1, height=64, width=64)
+    normal = normal.copy()
+    normal[0, :8] = np.nan
+    normal[0, 8:16] = 0.0
+    write_clip(tmp_path / "root" / "c", rgb, normal, normal_format="npy")
+    dataset = NormalClipDataset(tmp_path / "root", height=64, width=64, max_scale=1.0, random_flip=False)
+    item = dataset[0]
+    assert not item["valid_mask"][0, 0, :16].any() and item["valid_mask"][0, 0, 16:].all()
+    assert torch.isfinite(item["normals"]).all()
