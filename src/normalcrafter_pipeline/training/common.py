@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 
 from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID, NormalCrafterPipeline
 from .data import ClipBatchSampler, NormalClipDataset, clip_num_frames, list_clips, load_clip
@@ -192,7 +192,6 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=project_config,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
