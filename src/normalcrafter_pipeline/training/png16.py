@@ -2,7 +2,8 @@
 
 Pillow cannot create 48-bit RGB images, so the 16-bit normal maps of the clip format are written here: one IDAT
 chunk, filter type 0 on every row. The reader accepts any valid non-interlaced 16-bit RGB/RGBA PNG (all five row
-filters, so files written by OpenCV or other tools load too); 8-bit files are read with Pillow.
+filters, so files written by OpenCV or other tools load too; rows with the Average or Paeth filter decode slowly
+in numpy, so such files go through OpenCV when it is installed); 8-bit files are read with Pillow.
 """
 
 from __future__ import annotations
@@ -103,5 +104,20 @@ def read_png16(path: str | os.PathLike) -> np.ndarray:
     if np.all(rows[:, 0] == 0):
         pixels = np.ascontiguousarray(rows[:, 1:])
     else:
+        if np.any(rows[:, 0] >= 3):  # Average/Paeth rows decode byte by byte here; OpenCV is much faster if present
+            decoded = _read_with_opencv(path, channels)
+            if decoded is not None:
+                return decoded
         pixels = _unfilter(data, height, stride, channels * 2)
     return pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def _read_with_opencv(path, channels: int) -> np.ndarray | None:
+    try:
+        import cv2
+    except ImportError:
+        return None
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint16:
+        return None
+    return image[..., [2, 1, 0, 3][:channels]]  # OpenCV orders channels BGR(A)
