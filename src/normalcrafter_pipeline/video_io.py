@@ -1,0 +1,547 @@
+"""Reading videos frame by frame and writing normals incrementally.
+
+Reading: [`read_video`] opens a video file (any format ffmpeg decodes, through imageio-ffmpeg), a folder of
+images (sorted naturally, so `frame_2` comes before `frame_10`) or a single image, and returns a lazy
+[`VideoReader`] whose length, fps and frame size are known before any frame is decoded. Frames are decoded one at
+a time, so a two-hour video never sits in memory.
+
+Writing: every writer takes chunks of unit normals `(k, H, W, 3)` (or single frames `(H, W, 3)`) as
+[`NormalCrafterPipeline.stream`] yields them and writes them at once. Each output is written under a hidden
+temporary name beside its final one and renamed only when the writer is closed without error, so an interrupted
+run never leaves a file that looks finished. Writers are context managers: an exception inside the `with` block
+removes the temporary output.
+
+- [`NormalsVideoWriter`]: H.264 mp4 of `(n + 1) / 2` as RGB (`NormalsProcessor.to_rgb`);
+- [`SideBySideVideoWriter`]: H.264 mp4 of the input frame and its normals side by side;
+- [`Png16SequenceWriter`]: a folder of 16-bit RGB PNGs, `round((n + 1) / 2 * 65535)` per channel
+  (`NormalsProcessor.to_uint16`; read back with `read_png16` and `NormalsProcessor.from_uint16`);
+- [`NpyWriter`]: one float16 `.npy` array `(F, H, W, 3)` written through a memory map.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+from diffusers.utils import logging
+
+from .image_processor import NormalsProcessor
+from .training.png16 import write_png16
+
+logger = logging.get_logger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ts")
+# Frame rate given to image sequences and single images, which carry none.
+DEFAULT_IMAGE_FPS = 30.0
+# Sizes produced by `max_res` are multiples of this (the pipeline pads them further to multiples of 64).
+SIZE_MULTIPLE = 8
+
+
+class VideoReadError(ValueError):
+    """A file that exists but cannot be read as a video or image (corrupt, empty, unsupported, no frames)."""
+
+
+def natural_sort_key(name: str | os.PathLike) -> list:
+    """Sort key putting `frame_2` before `frame_10` (digit runs compare as numbers, the rest case-insensitively)."""
+    parts = re.split(r"(\d+)", os.fspath(name))
+    return [int(part) if part.isdigit() else part.lower() for part in parts]
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    return os.fspath(path).lower().endswith(VIDEO_EXTENSIONS)
+
+
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside `folder`, in natural order (hidden files skipped)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)]
+    return sorted(files, key=lambda p: natural_sort_key(p.name))
+
+
+def fit_max_res(height: int, width: int, max_res: int | None) -> tuple[int, int]:
+    """Output size for a `height` x `width` source: unchanged when its longest side is at most `max_res` (or
+    `max_res` is None/0), else scaled so the longest side is `max_res`, aspect kept, each side rounded to a
+    multiple of 8 (at least 8)."""
+    if not max_res or max(height, width) <= max_res:
+        return height, width
+    scale = max_res / max(height, width)
+
+    def fit(size: int) -> int:
+        return max(SIZE_MULTIPLE, int(round(size * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+    return fit(height), fit(width)
+
+
+def frame_stride(source_fps: float, target_fps: float | None) -> int:
+    """Subsampling stride `round(source_fps / target_fps)`, at least 1 (1 when `target_fps` is None)."""
+    if target_fps is None or target_fps <= 0 or not source_fps or not math.isfinite(source_fps):
+        return 1
+    return max(1, int(round(source_fps / target_fps)))
+
+
+class VideoReader:
+    """A lazy, re-iterable video: `len()`, `fps`, `height` and `width` are known up front, iteration decodes one
+    `(height, width, 3)` uint8 frame at a time.
+
+    Build it with [`read_video`]. Attributes:
+        path: the file or folder read.
+        kind: `"video"`, `"images"` (a folder of frames) or `"image"`.
+        source_fps, source_size, source_num_frames: as stored in the source (before subsampling and resizing).
+        stride: every `stride`-th source frame is kept.
+        fps: frame rate after subsampling (`source_fps / stride`).
+        num_frames: frames yielded (`len(reader)`), after subsampling and `process_length`.
+        height, width: size of the frames yielded (after `max_res`).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        source_fps: float,
+        source_size: tuple[int, int],
+        source_num_frames: int,
+        max_res: int | None,
+        target_fps: float | None,
+        process_length: int,
+        image_files: list[Path] | None = None,
+    ):
+        self.path = path
+        self.kind = kind
+        self.source_fps = float(source_fps)
+        self.source_size = source_size
+        self.source_num_frames = source_num_frames
+        self.stride = frame_stride(source_fps, target_fps)
+        self.fps = self.source_fps / self.stride
+        num_frames = -(-source_num_frames // self.stride)  # ceil: frames 0, stride, 2 * stride, ...
+        if process_length is not None and process_length > 0:
+            num_frames = min(num_frames, process_length)
+        self.num_frames = num_frames
+        self.height, self.width = fit_max_res(*source_size, max_res)
+        self._image_files = image_files
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoReader(path={str(self.path)!r}, kind={self.kind!r}, num_frames={self.num_frames}, "
+            f"fps={self.fps:g}, size={self.height}x{self.width}, stride={self.stride})"
+        )
+
+    def _resize(self, frame: np.ndarray, name: str) -> np.ndarray:
+        if frame.shape[:2] == (self.height, self.width):
+            return frame
+        source = self.source_size
+        if frame.shape[:2] != source:
+            raise VideoReadError(
+                f"{name}: frame size {frame.shape[0]}x{frame.shape[1]} differs from the first frame's "
+                f"{source[0]}x{source[1]}; every frame of a video must have the same size."
+            )
+        image = PIL.Image.fromarray(frame).resize((self.width, self.height), PIL.Image.Resampling.LANCZOS)
+        return np.asarray(image)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.kind == "video":
+            yield from self._iter_video()
+        else:
+            for index in range(self.num_frames):
+                image_path = self._image_files[index * self.stride]
+                frame = _load_image(image_path)
+                yield self._resize(frame, str(image_path))
+
+    def _iter_video(self) -> Iterator[np.ndarray]:
+        import imageio_ffmpeg
+
+        height, width = self.source_size
+        generator = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb24")
+        yielded = 0
+        try:
+            meta = next(generator)
+            width, height = meta["size"]  # ffmpeg's size after rotation metadata is applied
+            for index, buffer in enumerate(generator):
+                if yielded >= self.num_frames:
+                    break
+                if index % self.stride:
+                    continue
+                frame = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
+                yield self._resize(frame, str(self.path))
+                yielded += 1
+        except RuntimeError as error:
+            raise VideoReadError(f"{self.path}: ffmpeg failed while decoding frame {yielded}: {error}") from error
+        finally:
+            generator.close()
+        if yielded < self.num_frames:
+            logger.warning(
+                f"{self.path}: the container announced {self.num_frames} frames (after subsampling) but only "
+                f"{yielded} could be decoded."
+            )
+
+
+def _load_image(path: Path) -> np.ndarray:
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: keep the top 8 bits
+                array = np.asarray(image, dtype=np.uint32) >> 8
+                array = np.clip(array, 0, 255).astype(np.uint8)
+                return np.repeat(array[..., None], 3, axis=-1)
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise VideoReadError(f"{path}: not a readable image ({error}).") from error
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding the pixels."""
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"{path}: the file is empty (0 bytes).")
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+            image.verify()  # catches truncated/corrupt files cheaply
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+        raise VideoReadError(f"{path}: not a readable image ({error}).") from error
+    return height, width
+
+
+def _probe_video(path: Path) -> tuple[float, tuple[int, int], int]:
+    """fps, (height, width) and frame count of a video file, reading the container without decoding."""
+    import imageio_ffmpeg
+
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"{path}: the file is empty (0 bytes).")
+    try:
+        generator = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        try:
+            meta = next(generator)
+        finally:
+            generator.close()
+    except (RuntimeError, OSError, StopIteration) as error:
+        reason = str(error).strip().splitlines()
+        reason = reason[-1] if reason else type(error).__name__
+        raise VideoReadError(f"{path}: not a readable video (ffmpeg: {reason}).") from error
+    fps = meta.get("fps") or 0.0
+    if not fps or not math.isfinite(fps):
+        logger.warning(f"{path}: no frame rate in the container; assuming {DEFAULT_IMAGE_FPS:g} fps.")
+        fps = DEFAULT_IMAGE_FPS
+    width, height = meta["size"]
+    try:
+        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (RuntimeError, OSError) as error:
+        raise VideoReadError(f"{path}: could not count the frames (ffmpeg: {error}).") from error
+    return float(fps), (int(height), int(width)), int(num_frames)
+
+
+def read_video(
+    path: str | os.PathLike,
+    max_res: int | None = 1024,
+    target_fps: float | None = None,
+    process_length: int = -1,
+    image_fps: float = DEFAULT_IMAGE_FPS,
+) -> VideoReader:
+    """Open a video file, a folder of images or a single image as a lazy [`VideoReader`].
+
+    Args:
+        path: a video file (anything ffmpeg decodes), a folder of image files (natural order; other files are
+            ignored) or one image file.
+        max_res (`int`, *optional*, defaults to 1024): longest side of the frames yielded; larger sources are
+            resized (aspect kept, each side rounded to a multiple of 8). `None` or 0 keeps the source size.
+        target_fps (`float`, *optional*): subsample to about this rate by keeping every
+            `round(source_fps / target_fps)`-th frame (at least every frame). `None` keeps every frame.
+        process_length (`int`, defaults to -1): keep only the first `process_length` frames after subsampling;
+            -1 keeps all.
+        image_fps (`float`, defaults to 30): frame rate assumed for a folder of images or a single image.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        VideoReadError (a `ValueError`): the file is empty, corrupt or not a video/image, or has no frames.
+        ValueError: an argument is out of range.
+    """
+    if max_res is not None and max_res < 0:
+        raise ValueError(f"`max_res` must be >= 0 (0 or None keeps the source size), got {max_res}.")
+    if target_fps is not None and not target_fps > 0:
+        raise ValueError(f"`target_fps` must be > 0 (or None to keep every frame), got {target_fps}.")
+    if process_length is None or process_length == 0 or process_length < -1:
+        raise ValueError(f"`process_length` must be -1 (all frames) or >= 1, got {process_length}.")
+    if not image_fps > 0:
+        raise ValueError(f"`image_fps` must be > 0, got {image_fps}.")
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Input not found: {path}; pass an existing video file, image or folder of images.")
+    if path.is_dir():
+        files = list_image_files(path)
+        if not files:
+            raise VideoReadError(
+                f"{path}: the folder holds no image files ({', '.join(IMAGE_EXTENSIONS)}); pass a folder of "
+                "frames, or the video files themselves."
+            )
+        size = _image_size(files[0])
+        kind, fps, num_frames, image_files = "images", image_fps, len(files), files
+    elif is_image_file(path):
+        size = _image_size(path)
+        kind, fps, num_frames, image_files = "image", image_fps, 1, [path]
+    else:
+        fps, size, num_frames = _probe_video(path)
+        kind, image_files = "video", None
+    if num_frames < 1:
+        raise VideoReadError(f"{path}: the video has no frames.")
+    return VideoReader(path, kind, fps, size, num_frames, max_res, target_fps, process_length, image_files)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _as_chunk(array: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"`{name}` must be (H, W, 3) or (k, H, W, 3), got shape {array.shape}.")
+    return array
+
+
+class _AtomicOutput:
+    """Base of the writers: a hidden temporary path beside `path`, renamed to `path` on a clean close."""
+
+    def __init__(self, path: str | os.PathLike, is_dir: bool = False):
+        self.path = Path(path)
+        # The temporary name keeps the extension (ffmpeg picks the container from it) and the process id (two
+        # processes writing the same output never share a temporary file).
+        self.temp_path = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self.is_dir = is_dir
+        self.num_written = 0
+        self.closed = False
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(
+                f"Output folder {self.path.parent} does not exist; create it first (the CLI does so for "
+                "`--output-dir`)."
+            )
+        self._remove(self.temp_path)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _finish(self) -> None:  # flush and close the temporary output
+        pass
+
+    def _release(self) -> None:  # release handles without finishing (on abort)
+        pass
+
+    def close(self) -> None:
+        """Finish the output and give it its final name (replacing an older one)."""
+        if self.closed:
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        if self.is_dir and self.path.exists():
+            self._remove(self.path)
+        os.replace(self.temp_path, self.path)
+
+    def abort(self) -> None:
+        """Drop the temporary output; the final name is left untouched."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._release()
+        finally:
+            self._remove(self.temp_path)
+
+
+class VideoWriter(_AtomicOutput):
+    """Incremental H.264 mp4 writer of uint8 RGB frames (imageio-ffmpeg, yuv420p, playable everywhere).
+
+    Odd heights or widths are padded by one replicated row/column, as yuv420p needs even sizes.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, preset: str = "medium"):
+        super().__init__(path)
+        if not fps > 0:
+            raise ValueError(f"`fps` must be > 0, got {fps}.")
+        self.fps = float(fps)
+        self.crf = crf
+        self.preset = preset
+        self._writer = None
+        self._size = None
+
+    def write_frames(self, frames: np.ndarray) -> None:
+        """Append uint8 RGB frames, `(H, W, 3)` or `(k, H, W, 3)`."""
+        import imageio_ffmpeg
+
+        frames = _as_chunk(frames, "frames")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"`frames` must be uint8 RGB, got {frames.dtype}.")
+        height, width = frames.shape[1:3]
+        if self._writer is None:
+            self._size = (height, width)
+            self._writer = imageio_ffmpeg.write_frames(
+                str(self.temp_path),
+                size=(width + width % 2, height + height % 2),
+                fps=self.fps,
+                codec="libx264",
+                pix_fmt_in="rgb24",
+                pix_fmt_out="yuv420p",
+                macro_block_size=1,
+                output_params=["-crf", str(self.crf), "-preset", self.preset],
+                ffmpeg_log_level="error",
+            )
+            self._writer.send(None)  # start ffmpeg
+        elif (height, width) != self._size:
+            raise ValueError(f"Frame size {height}x{width} differs from the first frame's {self._size}.")
+        if height % 2 or width % 2:
+            frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        for frame in frames:
+            self._writer.send(np.ascontiguousarray(frame))
+        self.num_written += frames.shape[0]
+
+    def _finish(self) -> None:
+        if self._writer is None:
+            raise ValueError(f"No frame was written to {self.path}; an mp4 needs at least one frame.")
+        writer, self._writer = self._writer, None
+        writer.close()
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except Exception:  # ffmpeg may already be gone; the temporary file is removed anyway
+                pass
+
+
+class NormalsVideoWriter(VideoWriter):
+    """mp4 visualisation of normals: `round((n + 1) / 2 * 255)` as RGB."""
+
+    def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
+        """Append normals `(H, W, 3)` or `(k, H, W, 3)`; `frames` is ignored (same call as the other writers)."""
+        self.write_frames(NormalsProcessor.to_rgb(_as_chunk(normals, "normals")))
+
+
+class SideBySideVideoWriter(VideoWriter):
+    """mp4 of each input frame (left) beside its normals (right)."""
+
+    def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
+        normals = _as_chunk(normals, "normals")
+        if frames is None:
+            raise ValueError("`frames` is required by the side-by-side writer: pass the input frames of `normals`.")
+        frames = _as_chunk(frames, "frames")
+        if frames.shape[:3] != normals.shape[:3]:
+            raise ValueError(
+                f"`frames` {frames.shape} and `normals` {normals.shape} must have the same count and size."
+            )
+        if frames.dtype != np.uint8:
+            frames = np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+        self.write_frames(np.concatenate([frames, NormalsProcessor.to_rgb(normals)], axis=2))
+
+
+class Png16SequenceWriter(_AtomicOutput):
+    """A folder of 16-bit RGB PNGs `frame_000000.png`, ... with `round((n + 1) / 2 * 65535)` per channel.
+
+    Read a frame back with `normalcrafter_pipeline.training.png16.read_png16` then `NormalsProcessor.from_uint16`
+    (exact to 1/65535 per channel). The folder is written under a temporary name and renamed when complete.
+    """
+
+    def __init__(self, path: str | os.PathLike, compress_level: int = 6, name_format: str = "frame_{:06d}.png"):
+        super().__init__(path, is_dir=True)
+        self.compress_level = compress_level
+        self.name_format = name_format
+        self.temp_path.mkdir()
+
+    def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
+        for normal in NormalsProcessor.to_uint16(_as_chunk(normals, "normals")):
+            target = self.temp_path / self.name_format.format(self.num_written)
+            write_png16(target, normal, compress_level=self.compress_level)
+            self.num_written += 1
+
+    def _finish(self) -> None:
+        if self.num_written == 0:
+            raise ValueError(f"No frame was written to {self.path}.")
+
+
+class NpyWriter(_AtomicOutput):
+    """Normals as one `(F, H, W, 3)` `.npy` array (float16 by default), written through a memory map.
+
+    `num_frames` is the expected count; if fewer frames arrive (a container that announced more frames than it
+    held), the array is shrunk to what was written when the writer is closed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_frames: int,
+        height: int,
+        width: int,
+        dtype: np.dtype | str = np.float16,
+    ):
+        super().__init__(path)
+        if num_frames < 1 or height < 1 or width < 1:
+            raise ValueError(f"`num_frames`, `height`, `width` must be >= 1, got {num_frames}, {height}, {width}.")
+        self.shape = (int(num_frames), int(height), int(width), 3)
+        self.dtype = np.dtype(dtype)
+        self._array = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=self.dtype, shape=self.shape)
+
+    def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
+        normals = _as_chunk(normals, "normals")
+        if normals.shape[1:] != self.shape[1:]:
+            raise ValueError(f"`normals` of shape {normals.shape} do not match the array's {self.shape[1:]}.")
+        end = self.num_written + normals.shape[0]
+        if end > self.shape[0]:
+            raise ValueError(f"{self.path}: more frames ({end}) than announced ({self.shape[0]}).")
+        self._array[self.num_written : end] = normals
+        self.num_written = end
+
+    def _finish(self) -> None:
+        array, self._array = self._array, None
+        array.flush()
+        if self.num_written == 0:
+            raise ValueError(f"No frame was written to {self.path}.")
+        if self.num_written < self.shape[0]:
+            logger.warning(f"{self.path}: {self.num_written} of {self.shape[0]} announced frames were written.")
+            shrunk = self.temp_path.with_name(self.temp_path.name + ".shrunk.npy")
+            out = np.lib.format.open_memmap(
+                shrunk, mode="w+", dtype=self.dtype, shape=(self.num_written,) + self.shape[1:]
+            )
+            for start in range(0, self.num_written, 64):
+                out[start : start + 64] = array[start : min(start + 64, self.num_written)]
+            out.flush()
+            del out, array
+            os.replace(shrunk, self.temp_path)
+        else:
+            del array
+
+    def _release(self) -> None:
+        self._array = None
