@@ -1,7 +1,15 @@
 import os
 import sys
 
-# `reference_impl` and other test helpers live beside the tests.
-sys.path.insert(0, os.path.dirname(__file__))
+# One intra-op thread per test process (and per subprocess a test starts): the models are tiny, and OpenMP threads
+# slow to a crawl when another process (a second pytest-xdist worker) holds a core.
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+# `reference_impl` and other test helpers live beside the tests.
+sys.path.insert(0, os.path.dirname(__file__))

@@ -37,16 +37,6 @@ from normalcrafter_pipeline.training.sfr import sfr_feature_channels
 from normalcrafter_pipeline.training.testing import tiny_dino
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and OpenMP threads slow to a crawl when another job holds a
-    core; one thread keeps these tests fast and steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(frames=1, size=64, seed=0):
     generator = torch.Generator().manual_seed(seed)
     normals = torch.nn.functional.normalize(torch.randn(1, frames, 3, size, size, generator=generator), dim=2)
@@ -95,7 +85,7 @@ def test_edm_denoise_at_sigma_max_from_zeros_is_the_inference_prediction():
     generator = torch.Generator().manual_seed(0)
     conditioning = torch.randn(1, 2, 4, 8, 8, generator=generator)
     embeddings = torch.randn(2, 1, 32, generator=generator)
-    time_ids = pipe._added_time_ids(torch.float32)
+    time_ids = pipe.get_added_time_ids(torch.float32)
     with torch.no_grad():
         inference = predict_window_latents(
             pipe.unet, copy.deepcopy(pipe.scheduler), conditioning, embeddings, time_ids
@@ -242,7 +232,7 @@ def test_feature_tap_records_up_block_1_and_leaves_no_hook():
     unet = pipe.unet
     sample = torch.randn(1, 2, 8, 8, 8)
     embeddings = torch.randn(2, 1, 32)
-    time_ids = pipe._added_time_ids(torch.float32)
+    time_ids = pipe.get_added_time_ids(torch.float32)
     with torch.no_grad():
         plain = unet(sample, 1.0, embeddings, time_ids).sample
         with FeatureTap(unet) as tap:

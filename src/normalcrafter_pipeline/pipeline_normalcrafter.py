@@ -650,7 +650,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
         frames = self.vae.decode(latents.to(self.vae.dtype), num_frames=latents.shape[0]).sample
         return frames.float()
 
-    def _added_time_ids(self, dtype: torch.dtype) -> torch.Tensor:
+    def get_added_time_ids(self, dtype: torch.dtype) -> torch.Tensor:
+        """`[[7, 127, 0]]` (fps, motion bucket, noise augmentation) as the released model is conditioned."""
         expected = self.unet.add_embedding.linear_1.in_features
         passed = self.unet.config.addition_time_embed_dim * len(ADDED_TIME_IDS)
         if expected != passed:
@@ -675,7 +676,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         """Read `frames` lazily and yield `(latents, (H, W), padding)` for runs of consecutive frames as soon as
         their merged latents are final. Holds O(window_size) frames, embeddings and latents at any time."""
         dtype = self.unet.dtype
-        added_time_ids = self._added_time_ids(dtype)
+        added_time_ids = self.get_added_time_ids(dtype)
         planner = WindowPlanner(window_size, overlap)
 
         size = padding = None

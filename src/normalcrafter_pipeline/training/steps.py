@@ -46,7 +46,7 @@ def decode_normal_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 def _added_time_ids(pipe, batch: int, dtype: torch.dtype) -> torch.Tensor:
-    return pipe._added_time_ids(dtype).repeat(batch, 1)  # [B, 3]
+    return pipe.get_added_time_ids(dtype).repeat(batch, 1)  # [B, 3]
 
 
 def _sfr_term(projector, dino, tap: FeatureTap, pixel_values: torch.Tensor) -> torch.Tensor:
