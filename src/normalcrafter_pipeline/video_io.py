@@ -218,6 +218,36 @@ def _image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
+def _ffmpeg_reason(error: BaseException) -> str:
+    """The informative part of an ffmpeg error log."""
+    text = str(error)
+    if "does not contain any stream" in text or "matches no streams" in text:
+        return "the file has no video stream"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        lowered = line.lower()
+        if any(key in lowered for key in ("invalid data", "moov atom not found", "no such file", "permission denied")):
+            return re.sub(r"^\[[^\]]*\]\s*", "", line)  # drop ffmpeg's "[in#0 @ 0x...]" prefix
+    return lines[-1] if lines else type(error).__name__
+
+
+def _count_video_frames(path: Path) -> int:
+    """Frames of the first video stream, from the container's packets (demuxed, not decoded: fast)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy"]
+    command += ["-f", "null", "-"]
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    counts = re.findall(r"frame=\s*(\d+)", result.stderr)
+    if not counts:
+        raise RuntimeError(f"no frame count in the ffmpeg log: {result.stderr[-300:]}")
+    return int(counts[-1])
+
+
 def _probe_video(path: Path) -> tuple[float, tuple[int, int], int]:
     """fps, (height, width) and frame count of a video file, reading the container without decoding."""
     import imageio_ffmpeg
@@ -230,19 +260,14 @@ def _probe_video(path: Path) -> tuple[float, tuple[int, int], int]:
             meta = next(generator)
         finally:
             generator.close()
+        num_frames = _count_video_frames(path)
     except (RuntimeError, OSError, StopIteration) as error:
-        reason = str(error).strip().splitlines()
-        reason = reason[-1] if reason else type(error).__name__
-        raise VideoReadError(f"{path}: not a readable video (ffmpeg: {reason}).") from error
+        raise VideoReadError(f"{path}: not a readable video ({_ffmpeg_reason(error)}).") from error
     fps = meta.get("fps") or 0.0
     if not fps or not math.isfinite(fps):
         logger.warning(f"{path}: no frame rate in the container; assuming {DEFAULT_IMAGE_FPS:g} fps.")
         fps = DEFAULT_IMAGE_FPS
     width, height = meta["size"]
-    try:
-        num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    except (RuntimeError, OSError) as error:
-        raise VideoReadError(f"{path}: could not count the frames (ffmpeg: {error}).") from error
     return float(fps), (int(height), int(width)), int(num_frames)
 
 
@@ -299,7 +324,7 @@ def read_video(
         fps, size, num_frames = _probe_video(path)
         kind, image_files = "video", None
     if num_frames < 1:
-        raise VideoReadError(f"{path}: the video has no frames.")
+        raise VideoReadError(f"{path}: the video has no frames (zero frames decoded from its video stream).")
     return VideoReader(path, kind, fps, size, num_frames, max_res, target_fps, process_length, image_files)
 
 
