@@ -77,8 +77,11 @@ def fit_max_res(height: int, width: int, max_res: int | None) -> tuple[int, int]
         return height, width
     scale = max_res / max(height, width)
 
+    # Rounding may not push a side past `max_res` (e.g. max_res 1020 would round up to 1024).
+    largest = max(SIZE_MULTIPLE, max_res // SIZE_MULTIPLE * SIZE_MULTIPLE)
+
     def fit(size: int) -> int:
-        return max(SIZE_MULTIPLE, int(round(size * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+        return min(largest, max(SIZE_MULTIPLE, int(round(size * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE))
 
     return fit(height), fit(width)
 
