@@ -344,7 +344,9 @@ def evaluate_model(
             ground-truth resolution, where all metrics are computed.
         per_frame: predict every frame on its own (window 1, overlap 0): the image-model baseline.
         heatmaps: write per-frame error images to `out_dir/heatmaps/<clip>/<frame>.png` (0 to `heatmap_max_deg`).
-        resume: skip clips whose JSON in `out_dir/clips/` was written with the same settings.
+        resume: skip clips whose JSON in `out_dir/clips/` was written with the same settings. The settings name the
+            model by `model_name`: when scoring different pipeline objects (say, checkpoints of one training run)
+            into one `out_dir`, give each its own `model_name`, or use one `out_dir` per model.
         device, dtype: where and in which precision to run (`"float32"`, `"float16"`, `"bfloat16"` or a dtype).
         depth_tolerance: relative depth agreement for the reprojection metric's co-visibility test.
         model_name: the label stored in the settings (defaults to the path, or the pipeline's `_name_or_path`).
@@ -430,6 +432,8 @@ def evaluate_model(
         num_scored += 1
         logger.info("%s: mean %.2f deg over %d frames", name, record["normals"]["mean"], record["num_frames"])
 
+    if num_skipped:
+        logger.info("Reused the results of %d clips from %s (same settings).", num_skipped, clips_dir)
     total = pool_clips(records)
     summary = {
         "settings": settings,
