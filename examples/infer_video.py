@@ -3,11 +3,15 @@
 
     python examples/infer_video.py clip.mp4                          # writes clip_normals.mp4 beside clip.mp4
     python examples/infer_video.py videos/ frames_dir/ "shots/*.mov" --output-dir out --save mp4 --save npy
-    accelerate launch --num_processes 4 examples/infer_video.py videos/ --output-dir out   # inputs split 4 ways
+    accelerate launch --num_processes 4 examples/infer_video.py videos/ -o out   # 4 GPUs: inputs split 4 ways
 
 Inputs are video files, folders of frames (one video per folder, images in natural order), globs, or folders
 of videos (each video one input). The first run downloads the released weights (`Yanrui95/NormalCrafter`, completed
 from `stabilityai/stable-video-diffusion-img2vid-xt`: a gated repo, accept its licence and `huggingface-cli login`).
+
+Under `accelerate launch` (or torchrun) each process loads the model once and takes every N-th input, so no input
+is done twice or skipped; with several GPUs each process uses its own. On a machine without GPUs, add `--multi_gpu`
+to start N CPU processes (accelerate's `--cpu` starts a single process).
 
 Outputs per input `NAME` (in `--output-dir`, default beside the input), each written under a temporary name and
 renamed when complete:
@@ -151,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     inference.add_argument("--seed", type=int, default=42, help="random seed, set before each video (default 42).")
     output = parser.add_argument_group("output")
     output.add_argument(
+        "-o",
         "--output-dir",
         default=None,
         help="folder for the outputs (created if needed; default: beside each input).",
@@ -452,13 +457,39 @@ def process_video(pipe, reader, job: Job, args: argparse.Namespace, progress=Non
     return stats
 
 
-def resolve_device(name: str, state=None):
+@dataclass
+class ProcessInfo:
+    """This process's place among those started by `accelerate launch` (or torchrun, or mpirun)."""
+
+    process_index: int = 0
+    num_processes: int = 1
+    local_process_index: int = 0
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.process_index == 0
+
+    @classmethod
+    def from_env(cls) -> ProcessInfo:
+        # The launchers' environment variables, as accelerate's `PartialState` reads them. No process group is
+        # needed: every process expands the same inputs in the same order and takes every N-th one.
+        def first(*names: str, default: int) -> int:
+            return next((int(os.environ[n]) for n in names if os.environ.get(n, "").isdigit()), default)
+
+        return cls(
+            process_index=first("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", default=0),
+            num_processes=first("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", default=1),
+            local_process_index=first("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", default=0),
+        )
+
+
+def resolve_device(name: str, state: ProcessInfo | None = None):
     import torch
 
     if name == "auto":
-        if state is not None and state.num_processes > 1:
-            return state.device
         if torch.cuda.is_available():
+            if state is not None and state.num_processes > 1:  # one GPU per process on each machine
+                return torch.device("cuda", state.local_process_index % torch.cuda.device_count())
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
@@ -472,7 +503,7 @@ def resolve_device(name: str, state=None):
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError(f"--device {name}: MPS is not available here; use --device auto or cpu.")
     if device.type == "cuda" and device.index is None and state is not None and state.num_processes > 1:
-        device = torch.device("cuda", state.local_process_index)
+        device = torch.device("cuda", state.local_process_index % torch.cuda.device_count())
     return device
 
 
@@ -538,12 +569,11 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
 
-    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from normalcrafter_pipeline.video_io import read_video
 
-    state = PartialState()
+    state = ProcessInfo.from_env()
     prefix = f"[process {state.process_index}/{state.num_processes}] " if state.num_processes > 1 else ""
     failures: list[tuple[str, str]] = []
     try:

@@ -1,0 +1,216 @@
+"""End-to-end tests of `examples/infer_video.py` on a tiny model folder and small real videos."""
+
+import importlib.util
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_video_io import decode_all, make_frames, write_video
+
+from normalcrafter_pipeline import NormalCrafterPipeline
+from normalcrafter_pipeline.testing_utils import tiny_pipeline
+from normalcrafter_pipeline.training.png16 import read_png16
+from normalcrafter_pipeline.video_io import read_video
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "infer_video.py"
+FAST = ["--window-size", "6", "--overlap", "2", "--decode-chunk-size", "3", "--device", "cpu", "--dtype", "fp32"]
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("infer_video", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = load_cli()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_pipeline(seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    good = write_video(folder / "good.mp4", make_frames(11, 40, 56), fps=8)
+    corrupt = folder / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(2048))
+    return good, corrupt
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_end_to_end_outputs_match_the_pipeline(model_dir, videos, tmp_path, capsys):
+    good, _ = videos
+    out_dir = tmp_path / "out"
+    save = ["--save", "mp4", "--save", "npy", "--save", "png16", "--save", "side_by_side"]
+    code, out, err = run_cli(capsys, good, "--model", model_dir, "--output-dir", out_dir, *FAST, *save)
+    assert code == 0, err
+    assert "done" in out and "11 frames 40x56" in out
+    assert sorted(os.listdir(out_dir)) == [
+        "good_normals.mp4",
+        "good_normals.npy",
+        "good_normals_png16",
+        "good_side_by_side.mp4",
+    ]
+
+    pipe = NormalCrafterPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(list(read_video(good)), window_size=6, overlap=2, decode_chunk_size=3).normals
+    normals = np.load(out_dir / "good_normals.npy")
+    assert normals.shape == (11, 40, 56, 3) and normals.dtype == np.float16
+    np.testing.assert_allclose(normals.astype(np.float32), expected, atol=2e-3, rtol=0)
+
+    png = [read_png16(out_dir / "good_normals_png16" / f"frame_{i:06d}.png") for i in range(11)]
+    assert len(os.listdir(out_dir / "good_normals_png16")) == 11
+    np.testing.assert_allclose(np.stack(png) / 65535 * 2 - 1, expected, atol=1.5 / 65535)
+    video, meta = decode_all(out_dir / "good_normals.mp4")
+    assert video.shape == (11, 40, 56, 3) and meta["fps"] == 8
+    side_by_side, _ = decode_all(out_dir / "good_side_by_side.mp4")
+    assert side_by_side.shape == (11, 40, 112, 3)
+
+
+def test_skip_existing_does_not_load_the_model(model_dir, videos, tmp_path, capsys):
+    good, _ = videos
+    out_dir = tmp_path / "out"
+    assert run_cli(capsys, good, "--model", model_dir, "--output-dir", out_dir, *FAST)[0] == 0
+    output = out_dir / "good_normals.mp4"
+    before = output.stat().st_mtime_ns
+    # A model folder that does not exist: the run can only succeed if nothing needs the model.
+    code, out, err = run_cli(
+        capsys, good, "--model", tmp_path / "no_model", "--output-dir", out_dir, "--skip-existing", *FAST
+    )
+    assert code == 0, err
+    assert "skipped" in out and output.stat().st_mtime_ns == before
+    # An output format not yet written makes the input run again.
+    code, _, err = run_cli(
+        capsys, good, "--model", tmp_path / "no_model", "--output-dir", out_dir, "--skip-existing", "--save", "npy"
+    )
+    assert code == 1 and "could not load the model" in err
+
+
+def test_one_corrupt_input_fails_alone_with_a_summary(model_dir, videos, tmp_path, capsys):
+    good, corrupt = videos
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(
+        capsys, corrupt, good, tmp_path / "missing.mp4", "--model", model_dir, "--output-dir", out_dir, *FAST
+    )
+    assert code == 1
+    assert (out_dir / "good_normals.mp4").exists()
+    assert not (out_dir / "corrupt_normals.mp4").exists()
+    summary = err[err.index("2 input(s) failed:") :]
+    assert f"{corrupt}: not a readable video" in summary
+    assert "missing.mp4: no such file or folder" in summary
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--overlap", "6"], "--overlap must be >= 0 and smaller than --window-size"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--process-length", "0"], "--process-length must be -1"),
+        (["--cpu-offload", "model"], "--cpu-offload model conflicts with --device cpu"),
+    ],
+)
+def test_conflicting_options_are_one_line_before_loading(videos, tmp_path, capsys, extra, message):
+    good, _ = videos
+    code, out, err = run_cli(capsys, good, "--model", tmp_path / "no_model", *FAST, *extra)
+    assert code == 2
+    assert err.strip() == f"error: {err.strip()[7:]}" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_dir_is_a_usage_error(videos, tmp_path, capsys):
+    good, _ = videos
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = run_cli(capsys, good, "--model", tmp_path / "no_model", "--output-dir", blocker / "out", *FAST)
+    assert code == 2
+    assert f"--output-dir {blocker / 'out'} cannot be written" in err and len(err.strip().splitlines()) == 1
+
+
+def test_input_expansion_folders_globs_and_frames(tmp_path):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("b_10.mp4", "b_2.mp4", "notes.txt"):
+        (shots / name).write_bytes(b"x")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "0001.png").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    inputs, errors = cli.expand_inputs(
+        [str(shots), str(tmp_path / "shots" / "*"), str(frames), str(tmp_path / "*.mkv"), str(tmp_path / "empty")]
+    )
+    assert inputs == [shots / "b_2.mp4", shots / "b_10.mp4", frames]  # natural order, no duplicates
+    assert [reason for _, reason in errors] == [
+        "no file matches this pattern",
+        "the folder holds no video files and no images",
+    ]
+    jobs, clashes = cli.plan_jobs([shots / "b_2.mp4", tmp_path / "b_2.mp4"], tmp_path / "out", ["mp4"])
+    assert len(jobs) == 1 and "would overwrite" in clashes[0][1]
+    assert cli.output_paths(frames, None, ["png16"])["png16"] == frames.resolve().parent / "frames_normals_png16"
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--model",
+        "--base-model",
+        "--output-dir",
+        "--max-res",
+        "--target-fps",
+        "--process-length",
+        "--window-size",
+        "--overlap",
+        "--steps",
+        "--decode-chunk-size",
+        "--device",
+        "--dtype",
+        "--cpu-offload",
+        "--save",
+        "--skip-existing",
+        "--seed",
+    ):
+        assert option in text
+
+
+@pytest.mark.slow
+def test_two_processes_cover_every_input_exactly_once(model_dir, tmp_path):
+    inputs = [write_video(tmp_path / f"clip_{i}.mp4", make_frames(4, 24, 32, seed=i), fps=6) for i in range(5)]
+    out_dir = tmp_path / "out"
+    with socket.socket() as probe:  # a free port: other tests may launch processes at the same time
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # `--multi_gpu` is what starts 2 processes on a machine without GPUs (`--cpu` would start one).
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+        "--num_processes", "2", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(SCRIPT),
+        *map(str, inputs), "--model", str(model_dir), "--output-dir", str(out_dir), "--save", "npy", *FAST,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = re.findall(r"\[process (\d)/2\] done (\S+):", result.stdout)
+    assert sorted(path for _, path in done) == sorted(map(str, inputs))  # each input exactly once
+    assert {process for process, _ in done} == {"0", "1"}  # both processes worked
+    assert sorted(os.listdir(out_dir)) == [f"clip_{i}_normals.npy" for i in range(5)]
