@@ -1,0 +1,288 @@
+"""Speed and memory of the CLI path (`examples/infer_video.py`): video file in, normals files out.
+
+Two tables, each configuration in a fresh subprocess (so its peak RSS is its own):
+
+1. default: per-frame time and peak RSS against video length (60 / 240 / 600 frames at 288x512) with tiny random
+   components. The model is cheap here, so the table shows how the streaming path scales: peak RSS should stay
+   flat (within 10 %) however long the video is. (The tiny VAE still costs about 1 s per frame at 288x512 on a
+   2-core CPU; choose `--frames` to fit your time.)
+2. `--full-arch`: the real SVD-xt architecture at random weights (UNet 1.5B parameters, the SVD temporal VAE, a
+   ViT-H/14-size CLIP vision tower; about 9 GB of RAM in fp32), on the CPU at 128x256, fp32 against bf16:
+   seconds per frame and the share of the wall time spent in CLIP, VAE encode, UNet, VAE decode and I/O.
+
+The I/O columns: `read wait` is time the model waited for decoded frames (the reader runs in a background
+thread), `write` is the writer thread's busy time (it overlaps compute), `write wait` is time the model waited for
+the writer. Small waits mean I/O is off the critical path.
+
+    python benchmarks/bench_inference.py                              # 60 / 240 / 600 frames, tiny components
+    python benchmarks/bench_inference.py --frames 30 120 --threads 2
+    python benchmarks/bench_inference.py --full-arch                  # 14 frames at 128x256, fp32 and bf16
+    python benchmarks/bench_inference.py --full-arch --frames 28 --dtypes bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "examples" / "infer_video.py"
+
+FULL_UNET = {
+    "sample_size": 96,
+    "in_channels": 8,
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+    "up_block_types": ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 768,
+    "layers_per_block": 2,
+    "cross_attention_dim": 1024,
+    "transformer_layers_per_block": 1,
+    "num_attention_heads": (5, 10, 20, 20),
+    "num_frames": 25,
+}
+FULL_CLIP = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 224,
+    "projection_dim": 1024,
+    "hidden_act": "gelu",
+}
+STAGES = ("clip", "vae_encode", "unet", "vae_decode")
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("infer_video", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_video(path: Path, num_frames: int, height: int, width: int, fps: float = 24.0) -> None:
+    """A synthetic panning video, written frame by frame."""
+    import numpy as np
+
+    from normalcrafter_pipeline.video_io import VideoWriter
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (height // 8, width // 8 * 2, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    with VideoWriter(path, fps=fps, preset="ultrafast") as writer:
+        for i in range(num_frames):
+            shift = (2 * i) % width
+            writer.write_frames(np.ascontiguousarray(base[:, shift : shift + width]))
+
+
+def build_full_pipeline(dtype):
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from normalcrafter_pipeline import NormalCrafterPipeline, NormalCrafterUNet
+    from normalcrafter_pipeline.testing_utils import CLIP_MEAN, CLIP_STD, svd_xt_scheduler
+
+    torch.manual_seed(0)
+    # Converted one component at a time, so fp32 and bf16 copies of everything never coexist.
+    unet = NormalCrafterUNet(**FULL_UNET).to(dtype).eval()
+    vae = AutoencoderKLTemporalDecoder().to(dtype).eval()  # the default configuration is SVD's
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**FULL_CLIP)).to(dtype).eval()
+    return NormalCrafterPipeline(
+        unet=unet,
+        vae=vae,
+        image_encoder=image_encoder,
+        feature_extractor=CLIPImageProcessor(image_mean=CLIP_MEAN, image_std=CLIP_STD),
+        scheduler=svd_xt_scheduler(),
+    )
+
+
+def instrument(pipe) -> dict:
+    """Accumulate wall time per stage (main thread) by wrapping the pipeline's public stage methods."""
+    times = dict.fromkeys(STAGES, 0.0)
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                times[name] += time.perf_counter() - start
+
+        return wrapper
+
+    pipe.encode_image_embeddings = timed("clip", pipe.encode_image_embeddings)
+    pipe.encode_video_latents = timed("vae_encode", pipe.encode_video_latents)
+    pipe.decode_latents = timed("vae_decode", pipe.decode_latents)
+    starts = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: starts.append(time.perf_counter()))
+
+    def unet_done(module, args, output):
+        times["unet"] += time.perf_counter() - starts.pop()
+
+    pipe.unet.register_forward_hook(unet_done)
+    return times
+
+
+def child(config: dict) -> dict:
+    import resource
+
+    import torch
+
+    torch.set_num_threads(config["threads"])
+    cli = load_cli()
+    from normalcrafter_pipeline.video_io import read_video
+
+    start = time.perf_counter()
+    if config["full_arch"]:
+        pipe = build_full_pipeline(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[config["dtype"]]))
+    else:
+        from normalcrafter_pipeline.testing_utils import tiny_pipeline
+
+        pipe = tiny_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    build_s = time.perf_counter() - start
+    times = instrument(pipe)
+    rss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    video = Path(config["video"])
+    argv = [str(video), "--window-size", str(config["window_size"]), "--overlap", str(config["overlap"])]
+    argv += ["--max-res", "0", "--decode-chunk-size", str(config["decode_chunk_size"])]
+    for fmt in config["save"]:
+        argv += ["--save", fmt]
+    args = cli.parse_args(argv)
+    reader = read_video(video, max_res=0)
+    out_dir = Path(config["out_dir"])
+    job = cli.Job(video, cli.output_paths(video, out_dir, args.save))
+    with torch.inference_mode():
+        stats = cli.process_video(pipe, reader, job, args)
+    return {
+        **config,
+        "frames": stats.frames,
+        "build_s": build_s,
+        "seconds": stats.seconds,
+        "seconds_per_frame": stats.seconds / stats.frames,
+        "read_wait_s": stats.read_wait_s,
+        "write_s": stats.write_s,
+        "write_wait_s": stats.write_wait_s,
+        "rss_after_load_mb": rss_after_load,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **{f"{name}_s": value for name, value in times.items()},
+    }
+
+
+def run_child(config: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(config["threads"]), "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, __file__, "--child", json.dumps(config)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def print_length_table(rows: list[dict]) -> None:
+    print("\nCLI path, tiny components, {height}x{width}, window {window_size}/{overlap}, save {save}".format(
+        **{**rows[0], "save": "+".join(rows[0]["save"])}))  # fmt: skip
+    header = f"| {'frames':>6} | {'s/frame':>8} | {'peak RSS MB':>11} | {'RSS after load MB':>17} | "
+    header += f"{'read wait s':>11} | {'write s':>8} | {'write wait s':>12} |"
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    for row in rows:
+        print(
+            f"| {row['frames']:>6} | {row['seconds_per_frame']:>8.3f} | {row['peak_rss_mb']:>11.0f} | "
+            f"{row['rss_after_load_mb']:>17.0f} | {row['read_wait_s']:>11.2f} | {row['write_s']:>8.2f} | "
+            f"{row['write_wait_s']:>12.2f} |"
+        )
+    peaks = [row["peak_rss_mb"] for row in rows]
+    print(f"peak RSS spread: {(max(peaks) - min(peaks)) / min(peaks) * 100:.1f} % (target: within 10 %)")
+
+
+def print_breakdown_table(rows: list[dict]) -> None:
+    first = rows[0]
+    print(
+        f"\nFull SVD-xt architecture, random weights, CPU ({first['threads']} threads), {first['height']}x"
+        f"{first['width']}, {first['frames']} frames, window {first['window_size']}/{first['overlap']}"
+    )
+    header = f"| {'dtype':>5} | {'s/frame':>8} | {'peak RSS GB':>11} | {'CLIP':>6} | {'VAE enc':>7} | {'UNet':>6} | "
+    header += f"{'VAE dec':>7} | {'I/O wait':>8} | {'other':>6} | {'writer busy s':>13} |"
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    for row in rows:
+        total = row["seconds"]
+        io_wait = row["read_wait_s"] + row["write_wait_s"]
+        shares = [row[f"{name}_s"] / total for name in STAGES] + [io_wait / total]
+        other = 1 - sum(shares)
+        cells = " | ".join(
+            f"{share * 100:>{width}.1f}%"[-(width + 1) :] for share, width in zip(shares, (5, 6, 5, 6, 7))
+        )
+        print(
+            f"| {row['dtype']:>5} | {row['seconds_per_frame']:>8.2f} | {row['peak_rss_mb'] / 1024:>11.1f} | "
+            f"{cells} | {other * 100:>5.1f}% | {row['write_s']:>13.2f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--full-arch", action="store_true", help="the SVD-xt architecture at random weights.")
+    parser.add_argument("--frames", type=int, nargs="+", default=None, help="video lengths (default 60 240 600).")
+    parser.add_argument("--height", type=int, default=None, help="default 288 (tiny) or 128 (full-arch).")
+    parser.add_argument("--width", type=int, default=None, help="default 512 (tiny) or 256 (full-arch).")
+    parser.add_argument("--window-size", type=int, default=14)
+    parser.add_argument("--overlap", type=int, default=4)
+    parser.add_argument("--decode-chunk-size", type=int, default=7)
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2).")
+    parser.add_argument("--save", action="append", default=None, choices=["mp4", "png16", "npy", "side_by_side"])
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+
+    full = args.full_arch
+    frames_list = args.frames or ([14] if full else [60, 240, 600])
+    height = args.height or (128 if full else 288)
+    width = args.width or (256 if full else 512)
+    save = args.save or ["mp4"]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for num_frames in frames_list:
+            video = Path(workdir) / f"bench_{num_frames}.mp4"
+            make_video(video, num_frames, height, width)
+            for dtype in args.dtypes if full else ["fp32"]:
+                out_dir = Path(workdir) / f"out_{num_frames}_{dtype}"
+                out_dir.mkdir()
+                config = {
+                    "full_arch": full,
+                    "dtype": dtype,
+                    "video": str(video),
+                    "out_dir": str(out_dir),
+                    "height": height,
+                    "width": width,
+                    "window_size": args.window_size,
+                    "overlap": args.overlap,
+                    "decode_chunk_size": args.decode_chunk_size,
+                    "threads": args.threads,
+                    "save": save,
+                }
+                row = run_child(config)
+                rows.append(row)
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    if full:
+        print_breakdown_table(rows)
+    else:
+        print_length_table(rows)
+
+
+if __name__ == "__main__":
+    main()
