@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from test_video_io import decode_all, make_frames, write_video
@@ -214,3 +215,21 @@ def test_two_processes_cover_every_input_exactly_once(model_dir, tmp_path):
     assert sorted(path for _, path in done) == sorted(map(str, inputs))  # each input exactly once
     assert {process for process, _ in done} == {"0", "1"}  # both processes worked
     assert sorted(os.listdir(out_dir)) == [f"clip_{i}_normals.npy" for i in range(5)]
+
+
+def test_folder_of_frames_and_a_failure_midway_leaves_no_output(model_dir, tmp_path, capsys):
+    frames = make_frames(8, 24, 40)
+    good, broken = tmp_path / "shot_a", tmp_path / "shot_b"
+    for folder in (good, broken):
+        folder.mkdir()
+        for i, frame in enumerate(frames):
+            PIL.Image.fromarray(frame).save(folder / f"{i}.png")
+    (broken / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))  # found only when frame 5 is decoded
+    out_dir = tmp_path / "out"
+    argv = [good, broken, "--model", model_dir, "--output-dir", out_dir, "--save", "npy", "--save", "png16", *FAST]
+    code, _, err = run_cli(capsys, *argv, "--process-length", "6")
+    assert code == 1
+    assert f"{broken / '5.png'}: not a readable image" in err
+    assert sorted(os.listdir(out_dir)) == ["shot_a_normals.npy", "shot_a_normals_png16"]  # nothing of shot_b
+    assert np.load(out_dir / "shot_a_normals.npy").shape == (6, 24, 40, 3)
+    assert len(os.listdir(out_dir / "shot_a_normals_png16")) == 6
