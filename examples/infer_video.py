@@ -598,10 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = jobs[state.process_index :: state.num_processes]
 
     # Open every input (cheap: container headers and frame counts) so that bad files fail before the model loads.
-    ready, skipped = [], []
+    ready = []
     for job in jobs:
         if args.skip_existing and all(path.exists() for path in job.outputs.values()):
-            skipped.append(job)
             print(f"{prefix}skipped {job.source}: outputs exist", flush=True)
             continue
         try:
@@ -619,14 +618,16 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             pipe = load_pipeline(args, device, dtype)
-        except (OSError, ValueError) as error:
-            _error(f"{prefix}could not load the model {args.model!r}: {_describe(error)}")
+        except Exception as error:
+            hint = "" if args.verbose else " (--verbose shows the traceback)"
+            _error(f"{prefix}could not load the model {args.model!r}: {_describe(error)}{hint}")
             if args.verbose:
                 traceback.print_exc()
             return EXIT_FAILED
         dtype_name = str(dtype).replace("torch.", "")
         print(f"{prefix}model {args.model} on {device} ({dtype_name}); {len(ready)} input(s)", flush=True)
 
+        num_done = 0
         for job, reader in ready:
             torch.manual_seed(args.seed)
             name = job.source.name
@@ -655,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{stats.seconds:.1f} s ({stats.frames_per_second:.2f} frames/s) -> {written}",
                 flush=True,
             )
+            num_done += 1
+        print(f"{prefix}{num_done} of {len(ready)} input(s) done", flush=True)
 
     if failures:
         print(f"{prefix}{len(failures)} input(s) failed:", file=sys.stderr)
