@@ -233,3 +233,24 @@ def test_folder_of_frames_and_a_failure_midway_leaves_no_output(model_dir, tmp_p
     assert sorted(os.listdir(out_dir)) == ["shot_a_normals.npy", "shot_a_normals_png16"]  # nothing of shot_b
     assert np.load(out_dir / "shot_a_normals.npy").shape == (6, 24, 40, 3)
     assert len(os.listdir(out_dir / "shot_a_normals_png16")) == 6
+
+
+def test_device_dtype_and_process_resolution(monkeypatch):
+    assert cli.resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    expected_cpu = torch.bfloat16 if cli.cpu_has_native_bf16() else torch.float32
+    assert cli.resolve_dtype("auto", torch.device("cpu")) == expected_cpu
+    assert cli.resolve_dtype("auto", torch.device("mps")) == torch.float32
+    assert cli.resolve_dtype("fp32", torch.device("cuda")) == torch.float32
+    if not torch.cuda.is_available():
+        assert cli.resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(cli.UsageError, match="CUDA is not available"):
+            cli.resolve_device("cuda")
+    with pytest.raises(cli.UsageError, match="is not a device"):
+        cli.resolve_device("gpu0")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PMI_RANK", "PMI_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.ProcessInfo.from_env() == cli.ProcessInfo(0, 1, 0)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert cli.ProcessInfo.from_env() == cli.ProcessInfo(3, 4, 1)
