@@ -523,6 +523,8 @@ class Png16SequenceWriter(_AtomicOutput):
 class NpyWriter(_AtomicOutput):
     """Normals as one `(F, H, W, 3)` `.npy` array (float16 by default), written through a memory map.
 
+    The file is created with `numpy.lib.format.open_memmap`; each chunk is then written through a mapping of its
+    own region only, unmapped right after, so the process's memory does not grow with the video's length.
     `num_frames` is the expected count; if fewer frames arrive (a container that announced more frames than it
     held), the array is shrunk to what was written when the writer is closed.
     """
@@ -540,7 +542,14 @@ class NpyWriter(_AtomicOutput):
             raise ValueError(f"`num_frames`, `height`, `width` must be >= 1, got {num_frames}, {height}, {width}.")
         self.shape = (int(num_frames), int(height), int(width), 3)
         self.dtype = np.dtype(dtype)
-        self._array = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=self.dtype, shape=self.shape)
+        array = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=self.dtype, shape=self.shape)
+        self._data_offset = array.offset  # bytes of the .npy header
+        del array
+
+    def _region(self, start: int, count: int, mode: str) -> np.memmap:
+        frame_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:]))
+        offset = self._data_offset + start * frame_bytes
+        return np.memmap(self.temp_path, self.dtype, mode, offset=offset, shape=(count,) + self.shape[1:])
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
         normals = _as_chunk(normals, "normals")
@@ -549,12 +558,12 @@ class NpyWriter(_AtomicOutput):
         end = self.num_written + normals.shape[0]
         if end > self.shape[0]:
             raise ValueError(f"{self.path}: more frames ({end}) than announced ({self.shape[0]}).")
-        self._array[self.num_written : end] = normals
+        region = self._region(self.num_written, normals.shape[0], "r+")
+        region[:] = normals
+        del region  # unmapped: the pages go to the page cache, not this process's memory
         self.num_written = end
 
     def _finish(self) -> None:
-        array, self._array = self._array, None
-        array.flush()
         if self.num_written == 0:
             raise ValueError(f"No frame was written to {self.path}.")
         if self.num_written < self.shape[0]:
@@ -564,12 +573,8 @@ class NpyWriter(_AtomicOutput):
                 shrunk, mode="w+", dtype=self.dtype, shape=(self.num_written,) + self.shape[1:]
             )
             for start in range(0, self.num_written, 64):
-                out[start : start + 64] = array[start : min(start + 64, self.num_written)]
+                count = min(64, self.num_written - start)
+                out[start : start + count] = self._region(start, count, "r")
             out.flush()
-            del out, array
+            del out
             os.replace(shrunk, self.temp_path)
-        else:
-            del array
-
-    def _release(self) -> None:
-        self._array = None
