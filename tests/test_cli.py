@@ -15,6 +15,7 @@ import torch
 from test_video_io import decode_all, make_frames, write_video
 
 from normalcrafter_pipeline import NormalCrafterPipeline
+from normalcrafter_pipeline.image_processor import NormalsProcessor
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.training.png16 import read_png16
 from normalcrafter_pipeline.video_io import read_video
@@ -51,6 +52,17 @@ def videos(tmp_path_factory):
     return good, corrupt
 
 
+def mean_abs_block_difference(a, b, block=4):
+    """Mean absolute difference of the `block` x `block` means of two (F, H, W, 3) uint8 videos."""
+
+    def block_means(video):
+        frames, height, width, _ = video.shape
+        video = video[:, : height // block * block, : width // block * block].astype(np.float64)
+        return video.reshape(frames, height // block, block, width // block, block, 3).mean(axis=(2, 4))
+
+    return float(np.abs(block_means(a) - block_means(b)).mean())
+
+
 def run_cli(capsys, *argv):
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -81,10 +93,16 @@ def test_end_to_end_outputs_match_the_pipeline(model_dir, videos, tmp_path, caps
     png = [read_png16(out_dir / "good_normals_png16" / f"frame_{i:06d}.png") for i in range(11)]
     assert len(os.listdir(out_dir / "good_normals_png16")) == 11
     np.testing.assert_allclose(np.stack(png) / 65535 * 2 - 1, expected, atol=1.5 / 65535)
+    # The mp4s are lossy (H.264 keeps colour at half resolution, and random weights give pixel noise): compare
+    # 4x4 block means with the documented colour mapping of the pipeline's normals.
     video, meta = decode_all(out_dir / "good_normals.mp4")
     assert video.shape == (11, 40, 56, 3) and meta["fps"] == 8
+    expected_rgb = NormalsProcessor.to_rgb(expected)
+    assert mean_abs_block_difference(video, expected_rgb) < 4
     side_by_side, _ = decode_all(out_dir / "good_side_by_side.mp4")
     assert side_by_side.shape == (11, 40, 112, 3)
+    assert mean_abs_block_difference(side_by_side[:, :, :56], np.stack(list(read_video(good)))) < 4
+    assert mean_abs_block_difference(side_by_side[:, :, 56:], expected_rgb) < 4
 
 
 def test_skip_existing_does_not_load_the_model(model_dir, videos, tmp_path, capsys):

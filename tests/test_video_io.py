@@ -167,6 +167,32 @@ def test_reader_errors_name_the_file_and_the_reason(tmp_path):
         read_video(audio)
 
 
+def test_reader_truncated_video_says_so(video, tmp_path):
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # the mp4 index (moov) is written last
+    with pytest.raises(
+        VideoReadError, match=r"truncated\.mp4: not a readable video \(moov atom not found: .*truncated"
+    ):
+        read_video(truncated)
+
+
+def test_reader_applies_rotation_metadata_without_warnings(video, tmp_path, caplog):
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    command = [ffmpeg, "-y", "-loglevel", "error", "-display_rotation", "90", "-i", str(video), "-c", "copy"]
+    subprocess.run([*command, str(rotated)], check=True)
+    with caplog.at_level("WARNING"):
+        reader = read_video(rotated)
+        frames = np.stack(list(reader))
+    assert reader.size == (64, 48) and len(reader) == 20  # a phone video shot upright: upright frames
+    assert frames.shape == (20, 64, 48, 3)
+    assert [frame_index(f) for f in frames] == list(range(20))
+    upright = np.stack(list(read_video(video)))
+    # `-display_rotation 90` means "show turned 90 degrees counter-clockwise", as `np.rot90` turns.
+    assert np.abs(frames.astype(int) - np.rot90(upright, 1, axes=(1, 2))).mean() < 1
+    assert not [r for r in caplog.records if "frame size for reading" in r.getMessage()]
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"process_length": 0}, "process_length"), ({"target_fps": 0}, "target_fps"), ({"max_res": -1}, "max_res")],

@@ -20,6 +20,7 @@ removes the temporary output.
 
 from __future__ import annotations
 
+import logging as std_logging
 import math
 import os
 import re
@@ -42,6 +43,18 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".m
 DEFAULT_IMAGE_FPS = 30.0
 # Sizes produced by `max_res` are multiples of this (the pipeline pads them further to multiples of 64).
 SIZE_MULTIPLE = 8
+
+
+class _DropRotationSizeNotice(std_logging.Filter):
+    """imageio-ffmpeg warns whenever a video carries rotation metadata ("The frame size for reading (w, h) is
+    different from the source frame size (h, w)"). The frames it yields are already upright and our reader takes
+    their size from that same header, so the notice is noise, repeated on every pass over the video."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The frame size for reading")
+
+
+std_logging.getLogger("imageio_ffmpeg").addFilter(_DropRotationSizeNotice())
 
 
 class VideoReadError(ValueError):
@@ -226,6 +239,8 @@ def _ffmpeg_reason(error: BaseException) -> str:
     text = str(error)
     if "does not contain any stream" in text or "matches no streams" in text:
         return "the file has no video stream"
+    if "moov atom not found" in text:  # the index an mp4/mov writes last: a truncated file, or not an mp4 at all
+        return "moov atom not found: the file is truncated (an unfinished download or recording) or not a video"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines:
         lowered = line.lower()
