@@ -12,12 +12,21 @@ Two tables, each configuration in a fresh subprocess (so its peak RSS is its own
 
 The I/O columns: `read wait` is time the model waited for decoded frames (the reader runs in a background
 thread), `write` is the writer thread's busy time (it overlaps compute), `write wait` is time the model waited for
-the writer. Small waits mean I/O is off the critical path.
+the writer. Small waits mean I/O is off the critical path. `sys` is the share of the process's CPU time spent in the
+kernel, almost all of it first-touch page faults (`faults/frame`, minor faults).
+
+CPU runs and the allocator: glibc's malloc returns every freed block above 32 MB (and trims freed heap) to the
+kernel, so each new activation tensor is zero-filled page by page by the kernel again; at these sizes that costs
+about as much as the arithmetic. `--malloc hugepages` runs the children with
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=...:glibc.malloc.trim_threshold=...` (freed
+memory stays in the process for reuse, backed by transparent huge pages), which users can set themselves for CPU
+inference: `GLIBC_TUNABLES=... python examples/infer_video.py ...`. The default measures plain glibc.
 
     python benchmarks/bench_inference.py                              # 60 / 240 / 600 frames, tiny components
     python benchmarks/bench_inference.py --frames 30 120 --threads 2
     python benchmarks/bench_inference.py --full-arch                  # 14 frames at 128x256, fp32 and bf16
     python benchmarks/bench_inference.py --full-arch --frames 28 --dtypes bf16
+    python benchmarks/bench_inference.py --frames 60 --malloc default hugepages   # both allocator settings
 """
 
 from __future__ import annotations
@@ -61,6 +70,12 @@ FULL_CLIP = {
     "hidden_act": "gelu",
 }
 STAGES = ("clip", "vae_encode", "unet", "vae_decode")
+# glibc malloc settings for CPU inference (see the module docstring); needs glibc >= 2.35 for `hugetlb`.
+MALLOC_TUNABLES = {
+    "default": None,
+    "hugepages": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold="
+    "68719476736",
+}
 
 
 def load_cli():
@@ -154,6 +169,7 @@ def child(config: dict) -> dict:
     build_s = time.perf_counter() - start
     times = instrument(pipe)
     rss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
 
     video = Path(config["video"])
     argv = [str(video), "--window-size", str(config["window_size"]), "--overlap", str(config["overlap"])]
@@ -166,6 +182,8 @@ def child(config: dict) -> dict:
     job = cli.Job(video, cli.output_paths(video, out_dir, args.save))
     with torch.inference_mode():
         stats = cli.process_video(pipe, reader, job, args)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    user_s, sys_s = usage.ru_utime - usage_before.ru_utime, usage.ru_stime - usage_before.ru_stime
     return {
         **config,
         "frames": stats.frames,
@@ -176,13 +194,18 @@ def child(config: dict) -> dict:
         "write_s": stats.write_s,
         "write_wait_s": stats.write_wait_s,
         "rss_after_load_mb": rss_after_load,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "sys_share": sys_s / max(user_s + sys_s, 1e-9),
+        "minor_faults_per_frame": (usage.ru_minflt - usage_before.ru_minflt) / stats.frames,
         **{f"{name}_s": value for name, value in times.items()},
     }
 
 
 def run_child(config: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(config["threads"]), "PYTHONPATH": str(REPO / "src")}
+    env.pop("GLIBC_TUNABLES", None)
+    if MALLOC_TUNABLES[config["malloc"]] is not None:
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES[config["malloc"]]
     command = [sys.executable, __file__, "--child", json.dumps(config)]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -190,45 +213,71 @@ def run_child(config: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def print_table(header: list[tuple[str, int]], lines: list[list[str]]) -> None:
+    """A Markdown table; `header` holds (title, width) pairs, cells are right-aligned."""
+    print("| " + " | ".join(f"{title:>{width}}" for title, width in header) + " |")
+    print("|" + "|".join("-" * (width + 1) + ":" for _, width in header) + "|")
+    for cells in lines:
+        print("| " + " | ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, header)) + " |")
+
+
 def print_length_table(rows: list[dict]) -> None:
-    print("\nCLI path, tiny components, {height}x{width}, window {window_size}/{overlap}, save {save}".format(
-        **{**rows[0], "save": "+".join(rows[0]["save"])}))  # fmt: skip
-    header = f"| {'frames':>6} | {'s/frame':>8} | {'peak RSS MB':>11} | {'RSS after load MB':>17} | "
-    header += f"{'read wait s':>11} | {'write s':>8} | {'write wait s':>12} |"
-    print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
-    for row in rows:
-        print(
-            f"| {row['frames']:>6} | {row['seconds_per_frame']:>8.3f} | {row['peak_rss_mb']:>11.0f} | "
-            f"{row['rss_after_load_mb']:>17.0f} | {row['read_wait_s']:>11.2f} | {row['write_s']:>8.2f} | "
-            f"{row['write_wait_s']:>12.2f} |"
-        )
-    peaks = [row["peak_rss_mb"] for row in rows]
-    print(f"peak RSS spread: {(max(peaks) - min(peaks)) / min(peaks) * 100:.1f} % (target: within 10 %)")
+    first = rows[0]
+    print(
+        f"\nCLI path, tiny components, {first['height']}x{first['width']}, window {first['window_size']}/"
+        f"{first['overlap']}, save {'+'.join(first['save'])}, {first['threads']} torch threads"
+    )
+    header = [("malloc", 9), ("frames", 6), ("s/frame", 7), ("peak RSS MB", 11), ("RSS after load MB", 17)]
+    header += [("sys", 5), ("faults/frame", 12), ("read wait s", 11), ("write s", 7), ("write wait s", 12)]
+    lines = [
+        [
+            row["malloc"],
+            str(row["frames"]),
+            f"{row['seconds_per_frame']:.3f}",
+            f"{row['peak_rss_mb']:.0f}",
+            f"{row['rss_after_load_mb']:.0f}",
+            f"{row['sys_share'] * 100:.0f}%",
+            f"{row['minor_faults_per_frame']:.0f}",
+            f"{row['read_wait_s']:.2f}",
+            f"{row['write_s']:.2f}",
+            f"{row['write_wait_s']:.2f}",
+        ]
+        for row in rows
+    ]
+    print_table(header, lines)
+    for malloc in dict.fromkeys(row["malloc"] for row in rows):
+        peaks = [row["peak_rss_mb"] for row in rows if row["malloc"] == malloc]
+        if len(peaks) > 1:
+            spread = (max(peaks) - min(peaks)) / min(peaks) * 100
+            print(f"peak RSS spread over lengths, malloc {malloc}: {spread:.1f} % (target: within 10 %)")
 
 
 def print_breakdown_table(rows: list[dict]) -> None:
     first = rows[0]
     print(
         f"\nFull SVD-xt architecture, random weights, CPU ({first['threads']} threads), {first['height']}x"
-        f"{first['width']}, {first['frames']} frames, window {first['window_size']}/{first['overlap']}"
+        f"{first['width']}, {first['frames']} frames, window {first['window_size']}/{first['overlap']}; share of "
+        "the wall time per stage"
     )
-    header = f"| {'dtype':>5} | {'s/frame':>8} | {'peak RSS GB':>11} | {'CLIP':>6} | {'VAE enc':>7} | {'UNet':>6} | "
-    header += f"{'VAE dec':>7} | {'I/O wait':>8} | {'other':>6} | {'writer busy s':>13} |"
-    print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    header = [("dtype", 5), ("malloc", 9), ("s/frame", 7), ("peak RSS GB", 11), ("sys", 4), ("CLIP", 6)]
+    header += [("VAE enc", 7), ("UNet", 6), ("VAE dec", 7), ("I/O wait", 8), ("other", 6), ("writer busy s", 13)]
+    lines = []
     for row in rows:
         total = row["seconds"]
-        io_wait = row["read_wait_s"] + row["write_wait_s"]
-        shares = [row[f"{name}_s"] / total for name in STAGES] + [io_wait / total]
-        other = 1 - sum(shares)
-        cells = " | ".join(
-            f"{share * 100:>{width}.1f}%"[-(width + 1) :] for share, width in zip(shares, (5, 6, 5, 6, 7))
+        shares = [row[f"{name}_s"] / total for name in STAGES] + [(row["read_wait_s"] + row["write_wait_s"]) / total]
+        lines.append(
+            [
+                row["dtype"],
+                row["malloc"],
+                f"{row['seconds_per_frame']:.2f}",
+                f"{row['peak_rss_mb'] / 1024:.1f}",
+                f"{row['sys_share'] * 100:.0f}%",
+                *(f"{share * 100:.1f}%" for share in shares),
+                f"{(1 - sum(shares)) * 100:.1f}%",
+                f"{row['write_s']:.2f}",
+            ]
         )
-        print(
-            f"| {row['dtype']:>5} | {row['seconds_per_frame']:>8.2f} | {row['peak_rss_mb'] / 1024:>11.1f} | "
-            f"{cells} | {other * 100:>5.1f}% | {row['write_s']:>13.2f} |"
-        )
+    print_table(header, lines)
 
 
 def main() -> None:
@@ -244,6 +293,13 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2).")
     parser.add_argument("--save", action="append", default=None, choices=["mp4", "png16", "npy", "side_by_side"])
+    parser.add_argument(
+        "--malloc",
+        nargs="+",
+        default=["default"],
+        choices=list(MALLOC_TUNABLES),
+        help="glibc malloc settings of the runs: default, hugepages (see above), or both (default: default).",
+    )
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(child(json.loads(args.child))))
@@ -256,28 +312,33 @@ def main() -> None:
     save = args.save or ["mp4"]
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
+        videos = {}
         for num_frames in frames_list:
-            video = Path(workdir) / f"bench_{num_frames}.mp4"
-            make_video(video, num_frames, height, width)
-            for dtype in args.dtypes if full else ["fp32"]:
-                out_dir = Path(workdir) / f"out_{num_frames}_{dtype}"
-                out_dir.mkdir()
-                config = {
-                    "full_arch": full,
-                    "dtype": dtype,
-                    "video": str(video),
-                    "out_dir": str(out_dir),
-                    "height": height,
-                    "width": width,
-                    "window_size": args.window_size,
-                    "overlap": args.overlap,
-                    "decode_chunk_size": args.decode_chunk_size,
-                    "threads": args.threads,
-                    "save": save,
-                }
-                row = run_child(config)
-                rows.append(row)
-                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            videos[num_frames] = Path(workdir) / f"bench_{num_frames}.mp4"
+            make_video(videos[num_frames], num_frames, height, width)
+        for malloc in args.malloc:
+            for num_frames, video in videos.items():
+                for dtype in args.dtypes if full else ["fp32"]:
+                    out_dir = Path(workdir) / f"out_{num_frames}_{dtype}_{malloc}"
+                    out_dir.mkdir()
+                    config = {
+                        "full_arch": full,
+                        "dtype": dtype,
+                        "malloc": malloc,
+                        "video": str(video),
+                        "out_dir": str(out_dir),
+                        "height": height,
+                        "width": width,
+                        "window_size": args.window_size,
+                        "overlap": args.overlap,
+                        "decode_chunk_size": args.decode_chunk_size,
+                        "threads": args.threads,
+                        "save": save,
+                    }
+                    row = run_child(config)
+                    rows.append(row)
+                    rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+                    print(json.dumps(rounded), flush=True)
     if full:
         print_breakdown_table(rows)
     else:
