@@ -73,8 +73,8 @@ STAGES = ("clip", "vae_encode", "unet", "vae_decode")
 # glibc malloc settings for CPU inference (see the module docstring); needs glibc >= 2.35 for `hugetlb`.
 MALLOC_TUNABLES = {
     "default": None,
-    "hugepages": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold="
-    "68719476736",
+    "hugepages": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold="
+    "17179869184",
 }
 
 
@@ -122,17 +122,29 @@ def build_full_pipeline(dtype):
     )
 
 
-def instrument(pipe) -> dict:
-    """Accumulate wall time per stage (main thread) by wrapping the pipeline's public stage methods."""
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def instrument(pipe) -> tuple[dict, dict]:
+    """Accumulate wall time per stage (main thread) by wrapping the pipeline's public stage methods, and note how
+    much each stage raised the process's peak RSS (so the table can say which stage sets the peak)."""
     times = dict.fromkeys(STAGES, 0.0)
+    peak_growth = dict.fromkeys(STAGES, 0.0)
+
+    def account(name, start, peak_before):
+        times[name] += time.perf_counter() - start
+        peak_growth[name] += peak_rss_mb() - peak_before
 
     def timed(name, function):
         def wrapper(*args, **kwargs):
-            start = time.perf_counter()
+            start, peak_before = time.perf_counter(), peak_rss_mb()
             try:
                 return function(*args, **kwargs)
             finally:
-                times[name] += time.perf_counter() - start
+                account(name, start, peak_before)
 
         return wrapper
 
@@ -140,13 +152,9 @@ def instrument(pipe) -> dict:
     pipe.encode_video_latents = timed("vae_encode", pipe.encode_video_latents)
     pipe.decode_latents = timed("vae_decode", pipe.decode_latents)
     starts = []
-    pipe.unet.register_forward_pre_hook(lambda module, args: starts.append(time.perf_counter()))
-
-    def unet_done(module, args, output):
-        times["unet"] += time.perf_counter() - starts.pop()
-
-    pipe.unet.register_forward_hook(unet_done)
-    return times
+    pipe.unet.register_forward_pre_hook(lambda module, args: starts.append((time.perf_counter(), peak_rss_mb())))
+    pipe.unet.register_forward_hook(lambda module, args, output: account("unet", *starts.pop()))
+    return times, peak_growth
 
 
 def child(config: dict) -> dict:
@@ -167,7 +175,7 @@ def child(config: dict) -> dict:
         pipe = tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
     build_s = time.perf_counter() - start
-    times = instrument(pipe)
+    times, peak_growth = instrument(pipe)
     rss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
 
@@ -198,6 +206,7 @@ def child(config: dict) -> dict:
         "sys_share": sys_s / max(user_s + sys_s, 1e-9),
         "minor_faults_per_frame": (usage.ru_minflt - usage_before.ru_minflt) / stats.frames,
         **{f"{name}_s": value for name, value in times.items()},
+        **{f"{name}_peak_growth_mb": value for name, value in peak_growth.items()},
     }
 
 
@@ -259,8 +268,9 @@ def print_breakdown_table(rows: list[dict]) -> None:
         f"{first['width']}, {first['frames']} frames, window {first['window_size']}/{first['overlap']}; share of "
         "the wall time per stage"
     )
-    header = [("dtype", 5), ("malloc", 9), ("s/frame", 7), ("peak RSS GB", 11), ("sys", 4), ("CLIP", 6)]
-    header += [("VAE enc", 7), ("UNet", 6), ("VAE dec", 7), ("I/O wait", 8), ("other", 6), ("writer busy s", 13)]
+    header = [("dtype", 5), ("malloc", 9), ("s/frame", 7), ("RSS built GB", 12), ("peak RSS GB", 11)]
+    header += [("peak grew most in", 17), ("sys", 4), ("CLIP", 6), ("VAE enc", 7), ("UNet", 6), ("VAE dec", 7)]
+    header += [("I/O wait", 8), ("other", 6), ("writer busy s", 13)]
     lines = []
     for row in rows:
         total = row["seconds"]
@@ -270,7 +280,9 @@ def print_breakdown_table(rows: list[dict]) -> None:
                 row["dtype"],
                 row["malloc"],
                 f"{row['seconds_per_frame']:.2f}",
+                f"{row['rss_after_load_mb'] / 1024:.1f}",
                 f"{row['peak_rss_mb'] / 1024:.1f}",
+                max(STAGES, key=lambda name: row[f"{name}_peak_growth_mb"]),
                 f"{row['sys_share'] * 100:.0f}%",
                 *(f"{share * 100:.1f}%" for share in shares),
                 f"{(1 - sum(shares)) * 100:.1f}%",
