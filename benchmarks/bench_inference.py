@@ -59,6 +59,19 @@ FULL_UNET = {
     "num_attention_heads": (5, 10, 20, 20),
     "num_frames": 25,
 }
+# SVD-xt's vae/config.json. (`AutoencoderKLTemporalDecoder()`'s own defaults are a one-level toy without
+# down-sampling, whose latents have the image's full resolution.)
+FULL_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+    "force_upcast": True,
+}
 FULL_CLIP = {
     "hidden_size": 1280,
     "intermediate_size": 5120,
@@ -111,7 +124,7 @@ def build_full_pipeline(dtype):
     torch.manual_seed(0)
     # Converted one component at a time, so fp32 and bf16 copies of everything never coexist.
     unet = NormalCrafterUNet(**FULL_UNET).to(dtype).eval()
-    vae = AutoencoderKLTemporalDecoder().to(dtype).eval()  # the default configuration is SVD's
+    vae = AutoencoderKLTemporalDecoder(**FULL_VAE).to(dtype).eval()
     image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**FULL_CLIP)).to(dtype).eval()
     return NormalCrafterPipeline(
         unet=unet,
