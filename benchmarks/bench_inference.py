@@ -44,44 +44,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "infer_video.py"
 
-FULL_UNET = {
-    "sample_size": 96,
-    "in_channels": 8,
-    "out_channels": 4,
-    "down_block_types": ("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
-    "up_block_types": ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 768,
-    "layers_per_block": 2,
-    "cross_attention_dim": 1024,
-    "transformer_layers_per_block": 1,
-    "num_attention_heads": (5, 10, 20, 20),
-    "num_frames": 25,
-}
-# SVD-xt's vae/config.json. (`AutoencoderKLTemporalDecoder()`'s own defaults are a one-level toy without
-# down-sampling, whose latents have the image's full resolution.)
-FULL_VAE = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "sample_size": 768,
-    "scaling_factor": 0.18215,
-    "force_upcast": True,
-}
-FULL_CLIP = {
-    "hidden_size": 1280,
-    "intermediate_size": 5120,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 16,
-    "patch_size": 14,
-    "image_size": 224,
-    "projection_dim": 1024,
-    "hidden_act": "gelu",
-}
 STAGES = ("clip", "vae_encode", "unet", "vae_decode")
 # glibc malloc settings for CPU inference (see the module docstring); needs glibc >= 2.35 for `hugetlb`.
 MALLOC_TUNABLES = {
@@ -114,25 +76,10 @@ def make_video(path: Path, num_frames: int, height: int, width: int, fps: float 
 
 
 def build_full_pipeline(dtype):
-    import torch
-    from diffusers import AutoencoderKLTemporalDecoder
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from normalcrafter_pipeline import NormalCrafterPipeline
+    from normalcrafter_pipeline.testing_utils import svd_xt_components
 
-    from normalcrafter_pipeline import NormalCrafterPipeline, NormalCrafterUNet
-    from normalcrafter_pipeline.testing_utils import CLIP_MEAN, CLIP_STD, svd_xt_scheduler
-
-    torch.manual_seed(0)
-    # Converted one component at a time, so fp32 and bf16 copies of everything never coexist.
-    unet = NormalCrafterUNet(**FULL_UNET).to(dtype).eval()
-    vae = AutoencoderKLTemporalDecoder(**FULL_VAE).to(dtype).eval()
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**FULL_CLIP)).to(dtype).eval()
-    return NormalCrafterPipeline(
-        unet=unet,
-        vae=vae,
-        image_encoder=image_encoder,
-        feature_extractor=CLIPImageProcessor(image_mean=CLIP_MEAN, image_std=CLIP_STD),
-        scheduler=svd_xt_scheduler(),
-    )
+    return NormalCrafterPipeline(**svd_xt_components(seed=0, dtype=dtype))
 
 
 def peak_rss_mb() -> float:

@@ -30,36 +30,6 @@ import time
 
 import torch
 
-FULL_UNET = {
-    "block_out_channels": (320, 640, 1280, 1280),
-    "cross_attention_dim": 1024,
-    "num_attention_heads": (5, 10, 20, 20),
-    "layers_per_block": 2,
-    "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 768,
-    "in_channels": 8,
-    "out_channels": 4,
-    "sample_size": 96,
-}
-FULL_VAE = {
-    "block_out_channels": (128, 256, 512, 512),
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "sample_size": 768,
-    "scaling_factor": 0.18215,
-}
-FULL_CLIP = {
-    "hidden_size": 1280,
-    "intermediate_size": 5120,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 16,
-    "patch_size": 14,
-    "image_size": 224,
-    "projection_dim": 1024,
-    "hidden_act": "gelu",
-}
-
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -75,31 +45,16 @@ def _available_mb() -> float:
 
 def build(arch: str):
     """`(pipe, dino)` for `tiny` or `full`, random weights, fp32."""
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-        Dinov2Config,
-        Dinov2Model,
-    )
+    from transformers import Dinov2Config, Dinov2Model
 
-    from normalcrafter_pipeline import NormalCrafterPipeline, NormalCrafterUNet
-    from normalcrafter_pipeline.testing_utils import CLIP_MEAN, CLIP_STD, svd_xt_scheduler, tiny_components
+    from normalcrafter_pipeline import NormalCrafterPipeline
+    from normalcrafter_pipeline.testing_utils import svd_xt_components, tiny_components
     from normalcrafter_pipeline.training import DinoFeatures
     from normalcrafter_pipeline.training.testing import tiny_dino
 
     if arch == "tiny":
         return NormalCrafterPipeline(**tiny_components(0)), DinoFeatures(tiny_dino())
-    from diffusers import AutoencoderKLTemporalDecoder
-
-    torch.manual_seed(0)
-    pipe = NormalCrafterPipeline(
-        unet=NormalCrafterUNet(**FULL_UNET),
-        vae=AutoencoderKLTemporalDecoder(**FULL_VAE),
-        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**FULL_CLIP)),
-        feature_extractor=CLIPImageProcessor(image_mean=CLIP_MEAN, image_std=CLIP_STD),
-        scheduler=svd_xt_scheduler(),
-    )
+    pipe = NormalCrafterPipeline(**svd_xt_components(seed=0))
     return pipe, DinoFeatures(Dinov2Model(Dinov2Config()))  # Dinov2Config() is the ViT-B/14 (dinov2-base) size
 
 

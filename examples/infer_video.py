@@ -7,7 +7,7 @@
 
 Inputs are video files, folders of frames (one video per folder, images in natural order), globs, or folders
 of videos (each video one input). The first run downloads the released weights (`Yanrui95/NormalCrafter`, completed
-from `stabilityai/stable-video-diffusion-img2vid-xt`: a gated repo, accept its licence and `huggingface-cli login`).
+from `stabilityai/stable-video-diffusion-img2vid-xt`: a gated repo, accept its licence and `hf auth login`).
 
 Under `accelerate launch` (or torchrun) each process loads the model once and takes every N-th input, so no input
 is done twice or skipped; with several GPUs each process uses its own. On a machine without GPUs, add `--multi_gpu`

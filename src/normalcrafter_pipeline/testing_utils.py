@@ -1,8 +1,10 @@
-"""Tiny, seeded NormalCrafter components for tests, examples and benchmarks.
+"""Seeded random NormalCrafter components for tests, examples and benchmarks.
 
-They follow the architecture of the released model (an SVD-style spatio-temporal UNet with 8 input channels,
-a temporal-decoder VAE with a spatial factor of 8, a CLIP vision tower with projection) at a size that runs in
-milliseconds on a CPU. Nothing here touches the network.
+`tiny_components` follows the architecture of the released model (an SVD-style spatio-temporal UNet with 8 input
+channels, a temporal-decoder VAE with a spatial factor of 8, a CLIP vision tower with projection) at a size that
+runs in milliseconds on a CPU. `svd_xt_components` builds the real SVD-xt sizes (UNet 1.5B parameters, about 9 GB
+in fp32) at random weights, for speed and memory measurements without the gated weights. Nothing here touches the
+network.
 """
 
 from __future__ import annotations
@@ -34,6 +36,46 @@ SVD_XT_SCHEDULER_CONFIG = {
 # CLIP normalisation constants of the SVD-xt feature extractor (OpenAI CLIP).
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+# The sizes of stabilityai/stable-video-diffusion-img2vid-xt (its unet/, vae/ and image_encoder/ config.json).
+SVD_XT_UNET_CONFIG = {
+    "sample_size": 96,
+    "in_channels": 8,
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+    "up_block_types": ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 768,
+    "layers_per_block": 2,
+    "cross_attention_dim": 1024,
+    "transformer_layers_per_block": 1,
+    "num_attention_heads": (5, 10, 20, 20),
+    "num_frames": 25,
+}
+# (`AutoencoderKLTemporalDecoder()`'s own defaults are a one-level toy without down-sampling.)
+SVD_XT_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+    "force_upcast": True,
+}
+SVD_XT_CLIP_CONFIG = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 224,
+    "projection_dim": 1024,
+    "hidden_act": "gelu",
+}
 
 
 def svd_xt_scheduler() -> EulerDiscreteScheduler:
@@ -97,6 +139,33 @@ def tiny_components(seed: int = 0, cross_attention_dim: int = 32) -> dict:
         "vae": vae,
         "image_encoder": image_encoder,
         "feature_extractor": feature_extractor,
+        "scheduler": svd_xt_scheduler(),
+    }
+
+
+def svd_xt_components(seed: int = 0, dtype: torch.dtype | None = None) -> dict:
+    """The five pipeline components at the real SVD-xt sizes with seeded random weights (eval mode).
+
+    Each model is cast to `dtype` as soon as it is built, so fp32 and reduced-precision copies of everything never
+    coexist in memory.
+    """
+    from .pipeline_normalcrafter import NormalCrafterUNet
+
+    def built(module):
+        module = module.eval()
+        return module if dtype is None else module.to(dtype)
+
+    torch.manual_seed(seed)
+    unet = built(NormalCrafterUNet(**SVD_XT_UNET_CONFIG))
+    torch.manual_seed(seed + 1)
+    vae = built(AutoencoderKLTemporalDecoder(**SVD_XT_VAE_CONFIG))
+    torch.manual_seed(seed + 2)
+    image_encoder = built(CLIPVisionModelWithProjection(CLIPVisionConfig(**SVD_XT_CLIP_CONFIG)))
+    return {
+        "unet": unet,
+        "vae": vae,
+        "image_encoder": image_encoder,
+        "feature_extractor": CLIPImageProcessor(image_mean=CLIP_MEAN, image_std=CLIP_STD),
         "scheduler": svd_xt_scheduler(),
     }
 
