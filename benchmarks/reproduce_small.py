@@ -73,6 +73,10 @@ def parse_args(argv=None):
     parser.add_argument("--vae-steps", type=int, default=400)
     parser.add_argument("--stage1-steps", type=int, default=1200)
     parser.add_argument("--stage2-steps", type=int, default=600)
+    parser.add_argument(
+        "--stage1-p-mean", type=float, default=0.7, help="Stage 1's ln(sigma) mean (the script's --p_mean)."
+    )
+    parser.add_argument("--stage1-p-std", type=float, default=1.6, help="Stage 1's ln(sigma) std (--p_std).")
     parser.add_argument("--vae-lr", type=float, default=5e-4)
     parser.add_argument("--stage1-lr", type=float, default=5e-4)
     parser.add_argument("--stage2-lr", type=float, default=2e-4)
@@ -119,9 +123,10 @@ def main(argv=None) -> dict:
     sfr = ["--lambda_reg", "0"]
     if args.sfr:
         sfr = ["--dino_model", save_tiny_dino(os.path.join(work, "models", "tiny_dino")), "--lambda_reg", "0.5"]
+    noise = ["--p_mean", str(args.stage1_p_mean), "--p_std", str(args.stage1_p_std)]
     stages = [
         ("vae", "train_vae_decoder", untrained, args.vae_steps, args.vae_lr, []),
-        ("stage1", "train_stage1", "vae", args.stage1_steps, args.stage1_lr, sfr),
+        ("stage1", "train_stage1", "vae", args.stage1_steps, args.stage1_lr, sfr + noise),
         ("stage2", "train_stage2", "stage1", args.stage2_steps, args.stage2_lr, sfr),
     ]
     models = {"untrained": untrained}
@@ -167,6 +172,10 @@ def main(argv=None) -> dict:
     return {"results": results, "timings": timings, "seconds": total_seconds}
 
 
+# Text below this line in an existing results file (the reading of the figures) is kept when the table is rewritten.
+COMMENTARY_MARKER = "<!-- commentary: kept when the table above is rewritten -->"
+
+
 def _cell(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -183,7 +192,8 @@ def write_results(args, results, timings, total_seconds, argv) -> None:
         f"Data: {args.train_clips} training clips of {args.train_frames} frames and {args.eval_clips} held-out clips "
         f"of {args.eval_frames} frames, {args.size}x{args.size}, from the synthetic renderer (exact normals, depth "
         f"and poses). Models: tiny random-initialised components (not SVD-xt). Steps: VAE decoder {args.vae_steps}, "
-        f"stage 1 {args.stage1_steps}, stage 2 {args.stage2_steps}; learning rates {args.vae_lr} / {args.stage1_lr} / "
+        f"stage 1 {args.stage1_steps} (ln sigma ~ N({args.stage1_p_mean}, {args.stage1_p_std}^2)), stage 2 "
+        f"{args.stage2_steps}; learning rates {args.vae_lr} / {args.stage1_lr} / "
         f"{args.stage2_lr}; SFR {'on (tiny random DINOv2)' if args.sfr else 'off'}. Evaluation: window "
         f"{args.window_size}, overlap {args.overlap}, one step; pixels pooled over the held-out set.",
         "",
@@ -197,6 +207,11 @@ def write_results(args, results, timings, total_seconds, argv) -> None:
             f"{_cell(total['temporal_change'])} | {_cell(total['reprojection'])} |"
         )
     lines += ["", "Time per phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
+    if os.path.exists(args.results):
+        with open(args.results) as handle:
+            previous = handle.read()
+        if COMMENTARY_MARKER in previous:
+            lines += [COMMENTARY_MARKER + previous.split(COMMENTARY_MARKER, 1)[1].rstrip("\n"), ""]
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     temporary = args.results + ".partial"
     with open(temporary, "w") as handle:

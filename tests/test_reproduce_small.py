@@ -16,6 +16,8 @@ def test_smoke_reproduction_writes_models_metrics_and_table(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = tmp_path / "RESULTS.md"
+    reading = "What the figures show, written by hand."
+    results.write_text(f"# an older table\n\n{module.COMMENTARY_MARKER}\n{reading}\n")
     outcome = module.main(["--smoke", "--work-dir", str(tmp_path / "work"), "--results", str(results)])
 
     for stage in ("untrained", "vae", "stage1", "stage2"):
@@ -38,3 +40,5 @@ def test_smoke_reproduction_writes_models_metrics_and_table(tmp_path):
         cells = [cell.strip() for cell in row.strip("|").split("|")[1:]]
         assert len(cells) == 5 and all(cell != "n/a" for cell in cells), row  # every metric is defined
     assert "--smoke" in table and "seed 0" in table
+    # The hand-written reading below the marker survives the rewrite; the old table does not.
+    assert "an older table" not in table and table.index(module.COMMENTARY_MARKER) < table.index(reading)
