@@ -72,9 +72,12 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, default=64, help="Square frame size of the rendered clips.")
     parser.add_argument("--vae-steps", type=int, default=400)
     parser.add_argument("--stage1-steps", type=int, default=1200)
-    parser.add_argument("--stage2-steps", type=int, default=600)
+    parser.add_argument("--stage2-steps", type=int, default=2000)
     parser.add_argument(
-        "--stage1-p-mean", type=float, default=0.7, help="Stage 1's ln(sigma) mean (the script's --p_mean)."
+        "--stage1-p-mean",
+        type=float,
+        default=4.0,
+        help="Stage 1's ln(sigma) mean (the script's --p_mean; default 4.0, see RESULTS.md for why not 0.7).",
     )
     parser.add_argument("--stage1-p-std", type=float, default=1.6, help="Stage 1's ln(sigma) std (--p_std).")
     parser.add_argument("--vae-lr", type=float, default=5e-4)
