@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,9 @@ PAD_MULTIPLE = 64
 _DIFFUSERS_DTYPE_KWARG = "dtype" if version.parse(diffusers.__version__) >= version.parse("0.42") else "torch_dtype"
 CLIP_INPUT_SIZE = (224, 224)
 OUTPUT_TYPES = ("np", "pt", "latent")
+PIPELINE_COMPONENTS = ("vae", "image_encoder", "unet", "scheduler", "feature_extractor")
+# The name under which `save_pretrained` writes this module into a pipeline folder (diffusers' custom-pipeline file).
+REMOTE_CODE_FILE = "pipeline.py"
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -285,6 +289,16 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
     as in SVD. Parameters and state dict are those of the stock class, so released weights load unchanged.
     """
 
+    @classmethod
+    def from_unet(cls, unet: UNetSpatioTemporalConditionModel) -> NormalCrafterUNet:
+        """A `NormalCrafterUNet` sharing `unet`'s parameters (no copy): how a stock UNet, as diffusers loads the
+        released weights, becomes one that takes an embedding per frame. `unet` itself is left as it is."""
+        with torch.device("meta"):
+            converted = cls.from_config(unet.config)
+        # keep_vars + assign: the very Parameter objects move over, requires_grad included.
+        converted.load_state_dict(unet.state_dict(keep_vars=True), strict=True, assign=True)
+        return converted.train(unet.training)
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -446,10 +460,6 @@ class NormalCrafterPipelineOutput(BaseOutput):
     normals: np.ndarray | torch.Tensor
 
 
-class BaseModelUnavailableError(OSError):
-    """A component of the base model (stable-video-diffusion-img2vid-xt by default) could not be loaded."""
-
-
 class NormalCrafterPipeline(DiffusionPipeline):
     r"""
     Video-to-normals pipeline of NormalCrafter (a Stable Video Diffusion backbone fine-tuned for surface normals).
@@ -463,8 +473,9 @@ class NormalCrafterPipeline(DiffusionPipeline):
             normal maps).
         image_encoder ([`~transformers.CLIPVisionModelWithProjection`]):
             CLIP vision tower giving one embedding per frame.
-        unet ([`NormalCrafterUNet`]):
-            The spatio-temporal denoiser, conditioned on per-frame embeddings.
+        unet ([`NormalCrafterUNet`] or [`UNetSpatioTemporalConditionModel`]):
+            The spatio-temporal denoiser, conditioned on per-frame embeddings. A stock UNet (as diffusers loads the
+            released weights) is wrapped as a [`NormalCrafterUNet`] sharing its parameters.
         scheduler ([`EulerDiscreteScheduler`]):
             The EDM-style Euler scheduler of SVD-xt (v-prediction, continuous timesteps, Karras sigmas).
         feature_extractor ([`~transformers.CLIPImageProcessor`]):
@@ -474,21 +485,24 @@ class NormalCrafterPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "image_encoder->vae->unet"
     _optional_components = []
 
+    # What `model_index.json` records for classes that not every supported diffusers/transformers release can load:
+    # a NormalCrafterUNet's weights are the stock UNet's (any loader reads them; this pipeline wraps them again), and
+    # transformers 5 names its CLIP processors `CLIPImageProcessorPil` / `...Fast`, classes transformers 4 lacks.
+    _portable_component_classes = {
+        "NormalCrafterUNet": ("diffusers", "UNetSpatioTemporalConditionModel"),
+        "CLIPImageProcessorPil": ("transformers", "CLIPImageProcessor"),
+        "CLIPImageProcessorFast": ("transformers", "CLIPImageProcessor"),
+    }
+
     def __init__(
         self,
         vae: AutoencoderKLTemporalDecoder,
         image_encoder: CLIPVisionModelWithProjection,
-        unet: UNetSpatioTemporalConditionModel,
+        unet: NormalCrafterUNet | UNetSpatioTemporalConditionModel,
         scheduler: EulerDiscreteScheduler,
         feature_extractor: CLIPImageProcessor,
     ):
         super().__init__()
-        if not isinstance(unet, NormalCrafterUNet) and isinstance(unet, UNetSpatioTemporalConditionModel):
-            raise ValueError(
-                f"`unet` is a stock {type(unet).__name__}, which cannot take one embedding per frame. Load it as "
-                "`NormalCrafterUNet.from_pretrained(...)`, or convert it with `NormalCrafterUNet.from_config(unet."
-                "config)` + `load_state_dict(unet.state_dict())`."
-            )
         self.register_modules(
             vae=vae,
             image_encoder=image_encoder,
@@ -498,15 +512,20 @@ class NormalCrafterPipeline(DiffusionPipeline):
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
 
-    def register_modules(self, **kwargs):
-        super().register_modules(**kwargs)
-        if isinstance(kwargs.get("unet"), NormalCrafterUNet):
-            # Record the stock class: a saved folder is then laid out exactly like SVD-xt (its weights are the
-            # stock state dict), and `from_pretrained` loads that UNet as `NormalCrafterUNet` in every case.
-            self.register_to_config(unet=("diffusers", UNetSpatioTemporalConditionModel.__name__))
+    def __setattr__(self, name: str, value: Any):
+        # Every component assignment passes here (`register_modules` and `pipe.unet = ...` alike).
+        if name == "unet" and type(value) is UNetSpatioTemporalConditionModel:
+            value = NormalCrafterUNet.from_unet(value)
+        super().__setattr__(name, value)
+
+    def register_to_config(self, **kwargs):
+        for name, value in kwargs.items():
+            if isinstance(value, (tuple, list)) and len(value) == 2 and value[1] in self._portable_component_classes:
+                kwargs[name] = self._portable_component_classes[value[1]]
+        super().register_to_config(**kwargs)
 
     # ------------------------------------------------------------------------------------------------------------
-    # Loading
+    # Loading and saving
     # ------------------------------------------------------------------------------------------------------------
 
     @classmethod
@@ -517,65 +536,103 @@ class NormalCrafterPipeline(DiffusionPipeline):
         base_revision: str | None = None,
         **kwargs,
     ) -> NormalCrafterPipeline:
-        r"""Load a NormalCrafter pipeline from a folder or a Hub repo.
+        r"""Load a NormalCrafter pipeline from a folder or a Hub repo, running no code from it.
 
         Three layouts are understood:
 
-        1. a full pipeline folder or repo with `model_index.json` (what `save_pretrained` writes, or a folder laid
-           out like stable-video-diffusion-img2vid-xt); its UNet is loaded as [`NormalCrafterUNet`];
+        1. a full pipeline folder or repo (what `save_pretrained` writes, or a folder laid out like
+           stable-video-diffusion-img2vid-xt); its UNet is loaded as [`NormalCrafterUNet`];
         2. a repo with only `unet/` and `vae/` (the released `Yanrui95/NormalCrafter`); the CLIP image encoder,
            feature extractor and scheduler then come from `base_model` (default
            `stabilityai/stable-video-diffusion-img2vid-xt`, a gated repo: accept its licence and log in);
         3. any component passed as a keyword argument (`unet=`, `vae=`, `image_encoder=`, `feature_extractor=`,
            `scheduler=`) is used as given and not loaded.
 
+        Hub access is checked once before anything is downloaded: when the Hub cannot be reached, files come from
+        the local cache, and a file missing there is a [`ModelUnavailableError`] saying so at once (not after
+        huggingface_hub's retries). Gated, private and misspelled repos get errors that say what to do.
+
         Args:
             pretrained_model_name_or_path: a Hub repo id or a local folder (default `Yanrui95/NormalCrafter`).
             base_model: repo id or folder completing a `unet/` + `vae/` repo.
             base_revision: revision of `base_model` (default its main branch).
-            kwargs: `torch_dtype`, `variant`, `revision`, `cache_dir`, `local_files_only`, `token`,
-                `use_safetensors` (default `True`: no pickled weights are read) and components, as in
-                [`DiffusionPipeline.from_pretrained`]. `variant` applies where such files exist (the base model
-                ships `fp16`; the released NormalCrafter weights have a single variant).
+            kwargs: `torch_dtype` (or `dtype`), `variant`, `revision`, `cache_dir`, `local_files_only`, `token`,
+                `force_download`, `use_safetensors` (default `True`: no pickled weights are read),
+                `low_cpu_mem_usage`, and components. `variant` applies where such files exist (the base model ships
+                `fp16`; the released NormalCrafter weights have a single variant).
         """
-        kwargs.setdefault("use_safetensors", True)
         path = os.fspath(pretrained_model_name_or_path)
-        hub_kwargs = {
-            k: kwargs[k]
-            for k in ("cache_dir", "revision", "local_files_only", "token", "force_download")
-            if k in kwargs
-        }
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        variant = kwargs.pop("variant", None)
+        components = {name: kwargs.pop(name) for name in PIPELINE_COMPONENTS if name in kwargs}
+        components = {name: component for name, component in components.items() if component is not None}
+        hub_kwargs = {
+            name: kwargs.pop(name)
+            for name in ("cache_dir", "revision", "local_files_only", "token", "force_download")
+            if name in kwargs
+        }
+        model_kwargs = {name: kwargs.pop(name) for name in ("use_safetensors", "low_cpu_mem_usage") if name in kwargs}
+        model_kwargs.setdefault("use_safetensors", True)
         if dtype is not None:  # diffusers >= 0.42 calls it `dtype`, older releases `torch_dtype`
-            kwargs[_DIFFUSERS_DTYPE_KWARG] = dtype
-        model_kwargs = {k: kwargs[k] for k in (_DIFFUSERS_DTYPE_KWARG, "use_safetensors") if k in kwargs}
-        variant = kwargs.get("variant")
-
-        has_index = _read_model_index(path, hub_kwargs) is not None
-        if kwargs.get("unet") is None:
-            kwargs["unet"] = _load_with_variant(
-                NormalCrafterUNet, path, "unet", variant, {**hub_kwargs, **model_kwargs}
+            model_kwargs[_DIFFUSERS_DTYPE_KWARG] = dtype
+        if kwargs:
+            raise ValueError(
+                f"`from_pretrained` got unexpected keyword arguments {sorted(kwargs)}. It takes the components "
+                f"{', '.join(PIPELINE_COMPONENTS)}, `base_model`, `base_revision`, `torch_dtype` (or `dtype`), "
+                "`variant`, `revision`, `cache_dir`, `local_files_only`, `token`, `force_download`, `use_safetensors` "
+                "and `low_cpu_mem_usage`; for other options load the components yourself and pass them."
             )
-        if has_index:
-            return super().from_pretrained(path, **kwargs)
 
-        if kwargs.get("vae") is None:
-            kwargs["vae"] = _load_with_variant(
-                AutoencoderKLTemporalDecoder, path, "vae", variant, {**hub_kwargs, **model_kwargs}
-            )
-        base_kwargs = {k: v for k, v in hub_kwargs.items() if k != "revision"}
-        if base_revision is not None:
-            base_kwargs["revision"] = base_revision
-        base = os.fspath(base_model)
-        missing = [name for name in ("image_encoder", "feature_extractor", "scheduler") if kwargs.get(name) is None]
-        for name in missing:
-            kwargs[name] = _load_base_component(name, base, variant, base_kwargs, model_kwargs, path)
-        pipe = cls(
-            **{name: kwargs[name] for name in ("vae", "image_encoder", "unet", "scheduler", "feature_extractor")}
-        )
+        hub = _HubAccess(hub_kwargs)
+        source = None
+        base = None
+        for name in PIPELINE_COMPONENTS:
+            if name in components:
+                continue
+            source = source or _ModelSource(path, hub_kwargs.get("revision"), hub, "model")
+            if name in ("unet", "vae") or source.has(name):
+                components[name] = source.load(name, model_kwargs, variant)
+                continue
+            base = base or _ModelSource(os.fspath(base_model), base_revision, hub, "base", model_path=path)
+            components[name] = base.load(name, model_kwargs, variant)
+
+        pipe = cls(**components)
+        pipe.register_to_config(_name_or_path=path)
         if dtype is not None:  # components passed in by the caller follow the requested dtype too
             pipe.to(dtype=dtype)
         return pipe
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ):
+        r"""Save the pipeline to a folder that diffusers' own loaders read, with or without this package.
+
+        Besides the components (safetensors by default) and `model_index.json`, the folder gets this module as
+        `pipeline.py`, named in `model_index.json` as `["pipeline", "NormalCrafterPipeline"]`: diffusers' convention
+        for custom pipelines, so that `DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)`
+        loads it where this package is not installed. The UNet is recorded as the stock
+        `UNetSpatioTemporalConditionModel` (its weights are the stock state dict).
+
+        Args:
+            save_directory: the folder to write (created if needed).
+            safe_serialization, variant: as in [`DiffusionPipeline.save_pretrained`].
+            push_to_hub (`bool`, defaults to `False`): upload the folder to `repo_id` (default: the folder's name)
+                afterwards; `private`, `token`, `commit_message` and `create_pr` are passed to huggingface_hub.
+        """
+        upload = {
+            name: kwargs.pop(name)
+            for name in ("repo_id", "private", "token", "commit_message", "create_pr")
+            if name in kwargs
+        }
+        super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant, **kwargs)
+        write_pipeline_code(save_directory)
+        if push_to_hub:
+            return upload_folder_to_hub(save_directory, **upload)
 
     # ------------------------------------------------------------------------------------------------------------
     # Checks
@@ -892,58 +949,223 @@ def _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_s
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Loading helpers
+# Loading helpers: where each component lives, and errors that say why a folder or Hub repo could not be read.
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _looks_local(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or os.sep in path.strip(os.sep).replace("/", "", 1) or os.path.exists(path)
+class ModelUnavailableError(OSError):
+    """A model folder or Hub repo could not be read; the message names the cause and what to do."""
 
 
-def _read_model_index(path: str, hub_kwargs: dict) -> dict | None:
-    """The `model_index.json` of `path` (folder or repo id), or None when it has none."""
-    if os.path.isdir(path):
-        index_file = os.path.join(path, "model_index.json")
-        if not os.path.isfile(index_file):
-            return None
-    elif _looks_local(path):
-        raise FileNotFoundError(
-            f"`pretrained_model_name_or_path`={path!r} is not a folder. Pass an existing folder or a Hub repo id "
-            f"such as {DEFAULT_MODEL_ID!r}."
-        )
-    else:
+class BaseModelUnavailableError(ModelUnavailableError):
+    """A component of the base model (stable-video-diffusion-img2vid-xt by default) could not be loaded."""
+
+
+# The file whose presence tells that a folder or repo holds a component (read before any weights are).
+_COMPONENT_CONFIG_FILES = {
+    "unet": "unet/config.json",
+    "vae": "vae/config.json",
+    "image_encoder": "image_encoder/config.json",
+    "feature_extractor": "feature_extractor/preprocessor_config.json",
+    "scheduler": "scheduler/scheduler_config.json",
+}
+_GATED_BASE_HELP = (
+    f"The default base {DEFAULT_BASE_MODEL_ID!r} is gated: accept its licence at "
+    f"https://huggingface.co/{DEFAULT_BASE_MODEL_ID} and log in (`hf auth login`, or pass `token=`)."
+)
+
+
+def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
+    """Why the Hub endpoint (`HF_ENDPOINT`) cannot be reached, or None when it answers.
+
+    One request without retries, through huggingface_hub's own HTTP session (so proxies apply): any HTTP answer
+    counts as reachable, only a failure to connect does not. Asked once per `from_pretrained`, it spares an offline
+    user huggingface_hub's retries (about half a minute per file) before the same conclusion.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - requests and httpx raise different classes; all mean "no answer"
+        return f"{constants.ENDPOINT}: {type(error).__name__}: {error}".replace("\n", " ")
+    return None
+
+
+class _HubAccess:
+    """The Hub settings shared by the folders and repos of one `from_pretrained`.
+
+    Whether the Hub answers is asked once, when a repo (not a folder) is first needed; when it does not, every
+    repo is read from the local cache.
+    """
+
+    def __init__(self, hub_kwargs: dict):
+        self.kwargs = {k: v for k, v in hub_kwargs.items() if k != "revision"}
+        self.offline_reason: str | None = None
+        self._asked = False
+
+    def is_offline(self) -> bool:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE or self.kwargs.get("local_files_only"):
+            return True
+        if not self._asked:
+            self._asked = True
+            self.offline_reason = hub_unreachable_reason()
+            if self.offline_reason is not None:
+                logger.warning(f"The Hub cannot be reached ({self.offline_reason}); using the local cache only.")
+        return self.offline_reason is not None
+
+
+class _ModelSource:
+    """One local folder or Hub repo that components are loaded from, with errors classified before any retry.
+
+    Offline (HF_HUB_OFFLINE=1, `local_files_only=True`, or the Hub unreachable), a repo is its cached snapshot
+    folder: a repo that is not in the cache fails at once, saying so, and a file absent from the snapshot is absent.
+    `role` is `"model"` (the NormalCrafter weights) or `"base"` (the model completing a `unet/` + `vae/` repo);
+    errors about a base are `BaseModelUnavailableError`s that also say how to pass the components directly.
+    """
+
+    def __init__(self, name: str, revision: str | None, hub: _HubAccess, role: str, model_path: str = ""):
+        self.name = self.path = name
+        self.hub_kwargs = {**hub.kwargs, **({} if revision is None else {"revision": revision})}
+        self.role = role
+        self.model_path = model_path
+        self.is_local = os.path.isdir(name)
+        if self.is_local:
+            return
+        if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.exists(name):
+            raise self._error(
+                f"{name!r} is not a folder, nor a Hub repo id ('owner/name'). Pass an existing folder or a repo id "
+                f"such as {DEFAULT_MODEL_ID if role == 'model' else DEFAULT_BASE_MODEL_ID!r}.",
+                not_found=True,
+            )
+        if hub.is_offline():
+            self.path = self._cached_snapshot(hub.offline_reason)
+            self.is_local = True
+
+    def _error(self, message: str, not_found: bool = False) -> OSError:
+        if self.role == "base":
+            return BaseModelUnavailableError(
+                f"{self.model_path!r} has no image encoder, feature extractor or scheduler of its own, so they come "
+                f"from the base model {self.name!r}: {message} {_GATED_BASE_HELP} Or pass `base_model=` a local "
+                "folder laid out like it, or pass `image_encoder=`, `feature_extractor=` and `scheduler=` yourself."
+            )
+        return FileNotFoundError(message) if not_found else ModelUnavailableError(message)
+
+    def _cached_snapshot(self, offline_reason: str | None) -> str:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.utils import LocalEntryNotFoundError
+
+        kwargs = {k: v for k, v in self.hub_kwargs.items() if k in ("cache_dir", "revision")}
+        try:
+            return snapshot_download(self.name, local_files_only=True, **kwargs)
+        except LocalEntryNotFoundError as error:
+            cache = os.fspath(kwargs.get("cache_dir") or constants.HF_HUB_CACHE)
+            where = f"{self.name!r} is not in the local Hub cache {cache!r}"
+            if offline_reason is not None:
+                message = (
+                    f"The Hub cannot be reached ({offline_reason}) and {where}. Connect to the internet and run "
+                    "again, or pass a local model folder (`--model <folder>` on the command line)."
+                )
+            else:
+                message = (
+                    f"Downloads are off (HF_HUB_OFFLINE=1 or `local_files_only=True`) and {where}. Run once with a "
+                    "network connection (HF_HUB_OFFLINE unset) to download it, or pass a local model folder "
+                    "(`--model <folder>` on the command line)."
+                )
+            raise self._error(message) from error
+
+    def has(self, component: str) -> bool:
+        """Whether this folder or repo holds `component` (its configuration file exists)."""
+        filename = _COMPONENT_CONFIG_FILES[component]
+        if self.is_local:
+            return os.path.isfile(os.path.join(self.path, filename))
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+        from huggingface_hub.utils import (
+            EntryNotFoundError,
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         try:
-            index_file = hf_hub_download(path, "model_index.json", **hub_kwargs)
-        except EntryNotFoundError:  # also the offline "not in the cache" case: then unet/ and vae/ must be there
-            return None
-        except GatedRepoError as error:
-            raise OSError(
-                f"{path!r} is a gated repo: accept its licence at https://huggingface.co/{path} and log in "
-                "(`hf auth login`) or pass `token=`."
+            hf_hub_download(self.name, filename, **self.hub_kwargs)
+        except LocalEntryNotFoundError as error:  # before EntryNotFoundError, its base class
+            raise self._error(
+                f"{self.name}/{filename} could not be downloaded and is not in the local cache ({error})."
+            ) from error
+        except EntryNotFoundError:
+            return False
+        except GatedRepoError as error:  # before RepositoryNotFoundError, its base class
+            raise self._error(
+                f"{self.name!r} is a gated repo: accept its licence at https://huggingface.co/{self.name} and log in "
+                "(`hf auth login`, or pass `token=`)."
             ) from error
         except RepositoryNotFoundError as error:
-            raise OSError(
-                f"{path!r} is neither a local folder nor a Hub repo you can access. Check the name, or log in "
-                "(`hf auth login`) if it is private."
+            raise self._error(
+                f"{self.name!r} is neither a local folder nor a Hub repo you can access. Check the name, or log in "
+                "(`hf auth login`) if it is private.",
+                not_found=True,
             ) from error
-    with open(index_file, encoding="utf-8") as handle:
-        return json.load(handle)
+        except RevisionNotFoundError as error:
+            revision = self.hub_kwargs.get("revision")
+            message = f"{self.name!r} has no revision {revision!r}. Check the branch, tag or commit."
+            raise self._error(message) from error
+        return True
 
-
-def _load_with_variant(model_class, path: str, subfolder: str, variant: str | None, kwargs: dict):
-    """Load `subfolder` of `path`, with `variant` where that repo has it, else its only weights."""
-    if variant is not None:
+    def load(self, component: str, model_kwargs: dict, variant: str | None):
+        """Load `component` as the class the pipeline needs; a base's loading errors say what to do."""
+        if not self.has(component):
+            raise self._error(
+                f"{self.name!r} has no `{os.path.dirname(_COMPONENT_CONFIG_FILES[component])}/` "
+                f"({_COMPONENT_CONFIG_FILES[component]} is missing).",
+                not_found=True,
+            )
         try:
-            return model_class.from_pretrained(path, subfolder=subfolder, variant=variant, **kwargs)
-        except (OSError, ValueError):
-            logger.info(f"No {variant!r} variant of {path}/{subfolder}; loading its default weights.")
-    return model_class.from_pretrained(path, subfolder=subfolder, **kwargs)
+            return self._load(component, model_kwargs, variant)
+        except (OSError, ValueError) as error:
+            if self.role != "base":
+                raise
+            raise self._error(f"its `{component}` could not be loaded ({type(error).__name__}: {error}).") from error
+
+    def _load(self, component: str, model_kwargs: dict, variant: str | None):
+        kwargs = {"subfolder": component} if self.is_local else {**self.hub_kwargs, "subfolder": component}
+        if component == "scheduler":
+            return _scheduler_class(self.path, kwargs).from_pretrained(self.path, **kwargs)
+        if component == "feature_extractor":
+            return CLIPImageProcessor.from_pretrained(self.path, **kwargs)
+        model_class = {
+            "unet": NormalCrafterUNet,
+            "vae": AutoencoderKLTemporalDecoder,
+            "image_encoder": CLIPVisionModelWithProjection,
+        }[component]
+        if model_class is CLIPVisionModelWithProjection:
+            model_kwargs = _transformers_dtype_kwargs(model_kwargs)
+        kwargs.update(model_kwargs)
+        if variant is not None:
+            try:
+                return model_class.from_pretrained(self.path, variant=variant, **kwargs)
+            except (OSError, ValueError):
+                logger.info(f"No {variant!r} variant of {self.path}/{component}; loading its default weights.")
+        return model_class.from_pretrained(self.path, **kwargs)
+
+
+def _scheduler_class(path: str, kwargs: dict) -> type:
+    """The diffusers scheduler class named in a scheduler's configuration (the pipeline's default: Euler)."""
+    config = EulerDiscreteScheduler.load_config(path, **kwargs)
+    scheduler_class = getattr(diffusers, config.get("_class_name", ""), None)
+    if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
+        raise ValueError(
+            f"{path}/scheduler names {config.get('_class_name')!r}, which is not a diffusers scheduler; pass "
+            "`scheduler=` yourself."
+        )
+    return scheduler_class
 
 
 def _transformers_dtype_kwargs(model_kwargs: dict) -> dict:
+    """`model_kwargs` for a transformers model: its dtype keyword is `dtype` from 4.56 on, `torch_dtype` before."""
     import transformers
 
     kwargs = {k: v for k, v in model_kwargs.items() if k != _DIFFUSERS_DTYPE_KWARG}
@@ -953,27 +1175,40 @@ def _transformers_dtype_kwargs(model_kwargs: dict) -> dict:
     return kwargs
 
 
-def _load_base_component(name: str, base: str, variant, hub_kwargs: dict, model_kwargs: dict, model_path: str):
-    try:
-        if name == "scheduler":
-            return EulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler", **hub_kwargs)
-        if name == "feature_extractor":
-            return CLIPImageProcessor.from_pretrained(base, subfolder="feature_extractor", **hub_kwargs)
-        kwargs = {**hub_kwargs, **_transformers_dtype_kwargs(model_kwargs)}
-        if variant is not None:
-            try:
-                return CLIPVisionModelWithProjection.from_pretrained(
-                    base, subfolder="image_encoder", variant=variant, **kwargs
-                )
-            except (OSError, ValueError):
-                logger.info(f"No {variant!r} variant of {base}/image_encoder; loading its default weights.")
-        return CLIPVisionModelWithProjection.from_pretrained(base, subfolder="image_encoder", **kwargs)
-    except (OSError, ValueError) as error:
-        raise BaseModelUnavailableError(
-            f"{model_path!r} has only `unet/` and `vae/`; its `{name}` comes from the base model {base!r}, which "
-            f"could not be loaded ({type(error).__name__}: {error}). The default base "
-            f"{DEFAULT_BASE_MODEL_ID!r} is gated: accept its licence at "
-            f"https://huggingface.co/{DEFAULT_BASE_MODEL_ID} and log in (`hf auth login`, or pass `token=`). "
-            "Or pass `base_model=` a local folder laid out like it, or pass `image_encoder=`, "
-            "`feature_extractor=` and `scheduler=` yourself."
-        ) from error
+def write_pipeline_code(folder: str | os.PathLike) -> None:
+    """Make a saved pipeline folder loadable by diffusers alone: write this module as `pipeline.py` and name it in
+    `model_index.json` (`"_class_name": ["pipeline", "NormalCrafterPipeline"]`), diffusers' custom-pipeline layout."""
+    folder = os.fspath(folder)
+    target = os.path.join(folder, REMOTE_CODE_FILE)
+    shutil.copyfile(__file__, target + ".partial")
+    os.replace(target + ".partial", target)
+    index_file = os.path.join(folder, "model_index.json")
+    with open(index_file, encoding="utf-8") as handle:
+        index = json.load(handle)
+    index["_class_name"] = [os.path.splitext(REMOTE_CODE_FILE)[0], NormalCrafterPipeline.__name__]
+    with open(index_file + ".partial", "w", encoding="utf-8") as handle:
+        json.dump(index, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(index_file + ".partial", index_file)
+
+
+def upload_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+):
+    """Create `repo_id` (default: the folder's name) if needed and upload `folder` to it; returns the commit info."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    create_kwargs = {} if private is None else {"private": private}
+    repo_id = api.create_repo(repo_id or os.path.basename(os.path.abspath(folder)), exist_ok=True, **create_kwargs)
+    return api.upload_folder(
+        repo_id=repo_id.repo_id,
+        folder_path=os.fspath(folder),
+        commit_message=commit_message or "Upload NormalCrafter pipeline",
+        create_pr=create_pr,
+    )
