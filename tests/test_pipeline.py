@@ -126,6 +126,38 @@ def test_stream_is_lazy_and_yields_before_the_video_ends(pipe):
     assert sum(c.shape[0] for c in rest) + 4 == num_frames
 
 
+class AnnouncedLength:
+    """An iterable whose `len` says one thing and whose iteration yields another (a damaged mp4's reader)."""
+
+    def __init__(self, frames, announced):
+        self.frames, self.announced, self.iterations = frames, announced, 0
+
+    def __len__(self):
+        return self.announced
+
+    def __iter__(self):
+        self.iterations += 1
+        return iter(self.frames)
+
+
+@pytest.mark.parametrize("num_frames,announced", [(19, 20), (16, 12), (9, 9)])
+def test_frames_are_counted_as_read_not_as_announced(pipe, num_frames, announced, caplog):
+    video = random_video(num_frames, 32, 32, seed=4)
+    lying = AnnouncedLength(list(video), announced)
+    normals = pipe(lying).normals
+    assert lying.iterations == 1  # read once: no separate pass to check or count frames
+    assert normals.shape == (num_frames, 32, 32, 3)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-5)  # no uninitialised frame
+    np.testing.assert_array_equal(normals, pipe(video).normals)
+    assert ("announced" in caplog.text) == (num_frames != announced)
+
+
+def test_generator_input_equals_list_input(pipe):
+    video = random_video(9, 32, 40, seed=5)
+    np.testing.assert_array_equal(pipe(frame for frame in video).normals, pipe(list(video)).normals)
+    assert pipe(frame for frame in video).normals.shape == (9, 32, 40, 3)
+
+
 def test_one_model_pass_per_frame_and_per_window(pipe):
     num_frames, window_size, overlap, steps = 23, 6, 2, 2
     counter = CallCounter(clip=pipe.image_encoder, encoder=pipe.vae.encoder, unet=pipe.unet, decoder=pipe.vae.decoder)

@@ -646,17 +646,19 @@ class NormalCrafterPipeline(DiffusionPipeline):
         num_inference_steps: int,
         decode_chunk_size: int,
         output_type: str,
-    ) -> int | None:
-        """Validate the arguments and, when `video` is a sequence, every frame; return its frame count.
+    ) -> None:
+        """Validate the arguments and the container of `video`, and every frame of a video held in memory (a list,
+        tuple, array or tensor) so that a bad frame raises before any model runs.
 
-        Iterators and generators are not consumed here: their frames are checked as they are read.
+        Lazy iterables (generators, [`VideoReader`]s) are not read here, so nothing is decoded twice: their frames
+        are checked as the run reads them.
         """
         _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
         if video is None:
             raise ValueError("`video` is None; pass a list of frames, an array (F, H, W, C) or an iterable of frames.")
         frames = _as_frame_iterable(video)
-        if not hasattr(frames, "__len__"):
-            return None
+        if not isinstance(frames, (list, tuple, np.ndarray, torch.Tensor)):
+            return
         if len(frames) == 0:
             raise ValueError("`video` has zero frames; pass at least one frame.")
         first_size = None
@@ -669,7 +671,6 @@ class NormalCrafterPipeline(DiffusionPipeline):
                     f"`video` frame {index} is {size[1]}x{size[0]} but frame 0 is {first_size[1]}x{first_size[0]}; "
                     "all frames must have the same size. Resize them first."
                 )
-        return len(frames)
 
     # ------------------------------------------------------------------------------------------------------------
     # Model passes
@@ -884,7 +885,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
-        video: list[PIL.Image.Image] | np.ndarray | torch.Tensor,
+        video: list[PIL.Image.Image] | np.ndarray | torch.Tensor | Iterable,
         window_size: int = 14,
         overlap: int = 4,
         num_inference_steps: int = 1,
@@ -895,9 +896,10 @@ class NormalCrafterPipeline(DiffusionPipeline):
         r"""Estimate temporally consistent surface normals for every frame of `video`.
 
         Args:
-            video: list of PIL images, an `(F, H, W, C)` array (uint8, or float in [0, 1]) or an `(F, C, H, W)`
-                tensor in [0, 1]. Grayscale and RGBA are converted to RGB. For long videos use
-                [`~NormalCrafterPipeline.stream`], which reads frames lazily.
+            video: a list of PIL images, an `(F, H, W, C)` array (uint8, or float in [0, 1]), an `(F, C, H, W)`
+                tensor in [0, 1], or any iterable of frames (a generator, a [`VideoReader`]), read once. Grayscale
+                and RGBA are converted to RGB. The output has one frame per frame read, whatever `len(video)` says.
+                For long videos use [`~NormalCrafterPipeline.stream`], which also yields as it goes.
             window_size, overlap, num_inference_steps, decode_chunk_size, output_type: see `stream`.
             return_dict (`bool`, defaults to `True`): return a [`NormalCrafterPipelineOutput`] or a tuple.
 
@@ -907,13 +909,12 @@ class NormalCrafterPipeline(DiffusionPipeline):
             [`NormalCrafterPipelineOutput`] or `tuple`: `normals`, float32 unit vectors `(F, H, W, 3)` (`"np"`),
             `[F, 3, H, W]` (`"pt"`), or merged latents (`"latent"`).
         """
-        # 1. Check inputs (every frame) before any model runs
-        num_frames = self.check_inputs(
-            video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type
-        )
+        # 1. Check the arguments, and every frame of a video held in memory, before any model runs
+        self.check_inputs(video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
         frames = _as_frame_iterable(video)
+        announced = len(frames) if hasattr(frames, "__len__") else None
 
-        # 2. Run the streaming path and gather its chunks
+        # 2. Run the streaming path and gather its chunks; the frames it read are counted, not the announced length
         chunks = self.stream(
             frames,
             window_size=window_size,
@@ -921,22 +922,38 @@ class NormalCrafterPipeline(DiffusionPipeline):
             num_inference_steps=num_inference_steps,
             decode_chunk_size=decode_chunk_size,
             output_type=output_type,
-            num_frames=num_frames,
+            num_frames=announced,
         )
         if output_type == "np":
-            normals = None
-            filled = 0
-            for chunk in chunks:
-                if normals is None:  # allocate once: no copy of the whole video at the end
-                    normals = np.empty((num_frames, *chunk.shape[1:]), dtype=np.float32)
-                normals[filled : filled + chunk.shape[0]] = chunk
-                filled += chunk.shape[0]
+            normals = _gather_chunks(chunks, expected=announced)
         else:
             normals = torch.cat(list(chunks))
+        if announced is not None and normals.shape[0] != announced:
+            logger.warning(
+                f"`video` announced {announced} frames (its `len`) but yielded {normals.shape[0]}; the output has "
+                f"{normals.shape[0]}, one per frame read."
+            )
 
         if not return_dict:
             return (normals,)
         return NormalCrafterPipelineOutput(normals=normals)
+
+
+def _gather_chunks(chunks: Iterable[np.ndarray], expected: int | None) -> np.ndarray:
+    """Stack streamed `(k, H, W, 3)` chunks into one array: allocated once when `expected` is right (no copy of the
+    whole video at the end), grown when more frames come, and cut to the frames that came, never uninitialised."""
+    gathered = None
+    filled = 0
+    for chunk in chunks:
+        if gathered is None or filled + chunk.shape[0] > gathered.shape[0]:
+            capacity = max(expected or 0, filled + chunk.shape[0], 2 * filled)
+            grown = np.empty((capacity, *chunk.shape[1:]), dtype=np.float32)
+            if gathered is not None:
+                grown[:filled] = gathered[:filled]
+            gathered = grown
+        gathered[filled : filled + chunk.shape[0]] = chunk
+        filled += chunk.shape[0]
+    return gathered[:filled]
 
 
 def _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type) -> None:
