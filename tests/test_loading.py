@@ -3,12 +3,15 @@ components, and repo ids resolved offline from a local huggingface_hub cache."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +234,108 @@ def test_uncached_gated_base_offline_says_what_to_do(saved, tmp_path):
     assert result.returncode != 0
     assert "BaseModelUnavailableError" in result.stderr
     assert "stabilityai/stable-video-diffusion-img2vid-xt" in result.stderr and "accept its licence" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Hub errors: classified once, before huggingface_hub's retries, each saying what to do
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class FakeHubHandler(http.server.BaseHTTPRequestHandler):
+    """Answers as the Hub does for a gated repo (owner `gated`) and a missing one (any other owner); `/` is 200."""
+
+    def _answer(self):
+        owner = self.path.strip("/").split("/")[0] if self.path != "/" else ""
+        if owner == "":
+            status, code = 200, None
+        elif owner == "gated":
+            status, code = 403, "GatedRepo"
+        else:
+            status, code = 404, "RepoNotFound"
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", f"{code} (fake hub)")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_hub():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHubHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def closed_port_endpoint() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more: connections are refused
+
+
+LOAD_AND_REPORT = """
+import sys
+from normalcrafter_pipeline import NormalCrafterPipeline
+for args, kwargs in CALLS:
+    try:
+        NormalCrafterPipeline.from_pretrained(*args, **kwargs)
+    except OSError as error:
+        print(type(error).__name__, "|", error)
+    else:
+        print("loaded")
+"""
+
+
+def load_in_child(tmp_path, calls, **env) -> subprocess.CompletedProcess:
+    child_env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    child_env.update(HF_HOME=str(tmp_path / "home"), **env)
+    script = f"CALLS = {calls!r}\n" + LOAD_AND_REPORT
+    return subprocess.run([sys.executable, "-c", script], env=child_env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_unreachable_hub_says_so_at_once_and_uses_the_cache(saved, tmp_path):
+    folder, _ = saved
+    cache = tmp_path / "hub"
+    put_in_hub_cache(folder, cache, "someone/normalcrafter-full", "c" * 40)
+    calls = [(("Yanrui95/NormalCrafter",), {}), (("someone/normalcrafter-full",), {"cache_dir": str(cache)})]
+    result = load_in_child(tmp_path, calls, HF_ENDPOINT=closed_port_endpoint())
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("ModelUnavailableError | The Hub cannot be reached (http://127.0.0.1:")
+    assert "'Yanrui95/NormalCrafter' is not in the local Hub cache" in lines[0] and "--model <folder>" in lines[0]
+    assert lines[1] == "loaded"  # a cached repo loads although the Hub does not answer
+    assert "Retrying" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_offline_mode_names_the_missing_cache(tmp_path):
+    result = load_in_child(tmp_path, [(("Yanrui95/NormalCrafter",), {})], HF_HUB_OFFLINE="1")
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("ModelUnavailableError | Downloads are off (HF_HUB_OFFLINE=1")
+    assert "'Yanrui95/NormalCrafter' is not in the local Hub cache" in line and "HF_HUB_OFFLINE unset" in line
+
+
+@pytest.mark.slow
+def test_gated_and_missing_repos_say_what_to_do(saved, tmp_path, fake_hub):
+    folder, _ = saved
+    weights = make_unet_vae_repo(folder, tmp_path / "weights")
+    calls = [
+        (("gated/normalcrafter",), {}),
+        (("nobody/normalcrafter",), {}),
+        ((str(weights),), {"base_model": "gated/svd-xt"}),
+    ]
+    result = load_in_child(tmp_path, calls, HF_ENDPOINT=fake_hub)
+    gated, missing, gated_base = result.stdout.splitlines()
+    assert gated.startswith("ModelUnavailableError | 'gated/normalcrafter' is a gated repo: accept its licence")
+    assert "hf auth login" in gated
+    assert missing.startswith("FileNotFoundError | 'nobody/normalcrafter' is neither a local folder nor a Hub repo")
+    assert gated_base.startswith("BaseModelUnavailableError | ") and "'gated/svd-xt' is a gated repo" in gated_base
+    assert "image_encoder=" in gated_base
+    assert "Retrying" not in result.stderr and "Traceback" not in result.stderr

@@ -6,15 +6,13 @@ used as a Hub `pipeline.py`. It holds, top to bottom: the pure helpers (window p
 anti-aliased resize), the per-frame-embedding UNet, the shared one-step prediction, and the pipeline itself.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import os
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import diffusers
 import numpy as np
@@ -290,7 +288,7 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
     """
 
     @classmethod
-    def from_unet(cls, unet: UNetSpatioTemporalConditionModel) -> NormalCrafterUNet:
+    def from_unet(cls, unet: UNetSpatioTemporalConditionModel) -> "NormalCrafterUNet":
         """A `NormalCrafterUNet` sharing `unet`'s parameters (no copy): how a stock UNet, as diffusers loads the
         released weights, becomes one that takes an embedding per frame. `unet` itself is left as it is."""
         with torch.device("meta"):
@@ -498,7 +496,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
         self,
         vae: AutoencoderKLTemporalDecoder,
         image_encoder: CLIPVisionModelWithProjection,
-        unet: NormalCrafterUNet | UNetSpatioTemporalConditionModel,
+        # typing.Union, not `X | Y`: diffusers 0.32 reads only the former from the signature
+        unet: Union[NormalCrafterUNet, UNetSpatioTemporalConditionModel],
         scheduler: EulerDiscreteScheduler,
         feature_extractor: CLIPImageProcessor,
     ):
@@ -535,7 +534,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         base_model: str | os.PathLike = DEFAULT_BASE_MODEL_ID,
         base_revision: str | None = None,
         **kwargs,
-    ) -> NormalCrafterPipeline:
+    ) -> "NormalCrafterPipeline":
         r"""Load a NormalCrafter pipeline from a folder or a Hub repo, running no code from it.
 
         Three layouts are understood:
@@ -556,10 +555,10 @@ class NormalCrafterPipeline(DiffusionPipeline):
             pretrained_model_name_or_path: a Hub repo id or a local folder (default `Yanrui95/NormalCrafter`).
             base_model: repo id or folder completing a `unet/` + `vae/` repo.
             base_revision: revision of `base_model` (default its main branch).
-            kwargs: `torch_dtype` (or `dtype`), `variant`, `revision`, `cache_dir`, `local_files_only`, `token`,
-                `force_download`, `use_safetensors` (default `True`: no pickled weights are read),
-                `low_cpu_mem_usage`, and components. `variant` applies where such files exist (the base model ships
-                `fp16`; the released NormalCrafter weights have a single variant).
+            kwargs: `torch_dtype` (or `dtype`; default `torch.float32`), `variant`, `revision`, `cache_dir`,
+                `local_files_only`, `token`, `force_download`, `use_safetensors` (default `True`: no pickled
+                weights are read), `low_cpu_mem_usage`, and components. `variant` applies where such files exist
+                (the base model ships `fp16`; the released NormalCrafter weights have a single variant).
         """
         path = os.fspath(pretrained_model_name_or_path)
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
@@ -573,8 +572,9 @@ class NormalCrafterPipeline(DiffusionPipeline):
         }
         model_kwargs = {name: kwargs.pop(name) for name in ("use_safetensors", "low_cpu_mem_usage") if name in kwargs}
         model_kwargs.setdefault("use_safetensors", True)
-        if dtype is not None:  # diffusers >= 0.42 calls it `dtype`, older releases `torch_dtype`
-            model_kwargs[_DIFFUSERS_DTYPE_KWARG] = dtype
+        # Float32 unless asked (a saved config's dtype does not decide); diffusers >= 0.42 says `dtype`, older
+        # releases `torch_dtype`.
+        model_kwargs[_DIFFUSERS_DTYPE_KWARG] = dtype or torch.float32
         if kwargs:
             raise ValueError(
                 f"`from_pretrained` got unexpected keyword arguments {sorted(kwargs)}. It takes the components "
