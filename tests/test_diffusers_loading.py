@@ -165,8 +165,18 @@ def test_community_file_over_an_svd_layout_with_released_style_weights(saved, tm
     )
     assert type(unet).__name__ == "UNetSpatioTemporalConditionModel"  # the caller's object is left as it is
     assert pipe.unet.conv_in.weight is unet.conv_in.weight  # wrapped, not copied
+    # the same from a folder that carries pipeline.py (what save_pretrained or normalcrafter-publish wrote). A Hub
+    # repo id works the same online; offline, diffusers' module loader asks the Hub for the commit (model_info).
+    from_repo = DiffusionPipeline.from_pretrained(
+        {str(svd)!r}, custom_pipeline={str(folder)!r}, trust_remote_code=True, unet=unet, vae=vae,
+        torch_dtype=torch.float64,
+    )
+    import numpy as np
+    from_repo.set_progress_bar_config(disable=True)
+    np.save(OUT.replace(".npy", "-repo.npy"), from_repo(np.load(VIDEO)).normals)
     """
     assert_same_normals(run_without_package(script, tmp_path), expected)
+    assert_same_normals(np.load(tmp_path / "out-repo.npy"), expected)
 
 
 def test_stock_unet_is_wrapped_sharing_its_parameters():
