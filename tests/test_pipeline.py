@@ -235,7 +235,7 @@ GOOD = random_video(3, 32, 32)
         ([], {}, "zero frames"),
         (np.zeros((0, 32, 32, 3), np.uint8), {}, "zero frames"),
         (None, {}, "None"),
-        ([GOOD[0], GOOD[1][:16]], {}, r"frame 1 is 32x16 but frame 0 is 32x32"),
+        ([GOOD[0], GOOD[1][:16]], {}, r"frame 1 is 32x16 \(width x height\) but frame 0 is 32x32"),
         (np.zeros((2, 32, 32, 2), np.uint8), {}, "shape"),
         (np.full((2, 32, 32, 3), 1.5, np.float32), {}, r"\[0, 1\]"),
         (np.full((2, 32, 32, 3), -0.1, np.float32), {}, r"\[0, 1\]"),
@@ -251,6 +251,8 @@ GOOD = random_video(3, 32, 32)
         (GOOD, {"window_size": 4, "overlap": 5}, "`overlap`"),
         (GOOD, {"num_inference_steps": 0}, "`num_inference_steps`"),
         (GOOD, {"decode_chunk_size": 0}, "`decode_chunk_size`"),
+        (GOOD, {"encode_chunk_size": 0}, "`encode_chunk_size`"),
+        (torch.zeros(2, 32, 40, 3), {}, r"shape \(32, 40, 3\); tensors are channel-first .*permute\(0, 3, 1, 2\)"),
         (GOOD, {"output_type": "pil"}, "`output_type`"),
     ],
 )

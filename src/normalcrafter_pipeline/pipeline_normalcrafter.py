@@ -198,78 +198,128 @@ def _check_window_args(window_size: Any, overlap: Any) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Frames: validation and conversion of user input.
+# Frames in, normals out: the pipeline's video processor.
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _frame_as_array(frame: Any, index: int) -> np.ndarray:
-    """One frame as an `(H, W, 3)` array (uint8 or float32 in [0, 1]); grayscale and RGBA are converted."""
-    if isinstance(frame, PIL.Image.Image):
-        return np.asarray(frame if frame.mode == "RGB" else frame.convert("RGB"))
-    if isinstance(frame, torch.Tensor):
-        frame = frame.detach().cpu()
-        if frame.ndim == 3:  # tensors are channel-first, as everywhere in diffusers
-            frame = frame.permute(1, 2, 0)
-        frame = frame.float().numpy() if frame.is_floating_point() else frame.numpy()
-    if not isinstance(frame, np.ndarray):
-        raise ValueError(
-            f"`video` frame {index} is a {type(frame).__name__}; expected a PIL image, a numpy array (H, W, C) or a "
-            "torch tensor (C, H, W)."
-        )
-    if frame.ndim == 2:
-        frame = frame[..., None]
-    if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            f"`video` frame {index} has shape {tuple(frame.shape)}; expected (H, W, 3) RGB, (H, W, 1) or (H, W) "
-            "grayscale, or (H, W, 4) RGBA (torch tensors channel-first). Convert the frame to RGB."
-        )
-    if frame.shape[-1] == 1:
-        frame = np.repeat(frame, 3, axis=-1)
-    elif frame.shape[-1] == 4:
-        frame = frame[..., :3]
-    if frame.dtype == np.uint8:
-        return frame
-    if not np.issubdtype(frame.dtype, np.floating):
-        raise ValueError(
-            f"`video` frame {index} has dtype {frame.dtype}; expected uint8 in [0, 255] or float in [0, 1]. "
-            "Convert it, e.g. `frame.astype(np.float32) / 65535` for 16-bit images."
-        )
-    low, high = float(frame.min()), float(frame.max())
-    if not (0.0 <= low and high <= 1.0):  # also rejects NaN
-        raise ValueError(
-            f"`video` frame {index} has float values in [{low}, {high}]; expected [0, 1]. "
-            "Divide uint8-range floats by 255, or pass uint8 arrays."
-        )
-    return frame.astype(np.float32, copy=False)
+class NormalCrafterVideoProcessor:
+    """Validates and pads the frames going in, crops and normalises the normals coming out.
 
+    The pipeline holds one as `video_processor`, as diffusers' video pipelines hold theirs. It keeps no state of a
+    video: the caller passes the size of the video's first frame to check every later frame against it.
+    """
 
-def _as_frame_iterable(video: Any) -> Iterable:
-    """Frames of `video`: one PIL image, a sequence of frames, an (F, H, W, C) array, an (F, C, H, W) tensor, or
-    any iterable of frames."""
-    if isinstance(video, PIL.Image.Image):
-        return [video]
-    if isinstance(video, (np.ndarray, torch.Tensor)):
-        if video.ndim != 4:
-            layout = "(F, H, W, C)" if isinstance(video, np.ndarray) else "(F, C, H, W)"
+    def __init__(self, pad_multiple: int = PAD_MULTIPLE):
+        self.pad_multiple = pad_multiple
+
+    @staticmethod
+    def as_frames(video: Any) -> Iterable:
+        """Frames of `video`: one PIL image, a sequence of frames, an (F, H, W, C) array, an (F, C, H, W) tensor,
+        or any iterable of frames."""
+        if video is None:
+            raise ValueError("`video` is None; pass a list of frames, an array (F, H, W, C) or an iterable of frames.")
+        if isinstance(video, PIL.Image.Image):
+            return [video]
+        if isinstance(video, (np.ndarray, torch.Tensor)):
+            if video.ndim != 4:
+                layout = "(F, H, W, C)" if isinstance(video, np.ndarray) else "(F, C, H, W)"
+                raise ValueError(
+                    f"`video` is a {video.ndim}-D {type(video).__name__} of shape {tuple(video.shape)}; expected "
+                    f"{layout}. Use `video[None]` for a single frame."
+                )
+            return video
+        if isinstance(video, (str, os.PathLike)):
             raise ValueError(
-                f"`video` is a {video.ndim}-D {type(video).__name__} of shape {tuple(video.shape)}; expected "
-                f"{layout}. Use `video[None]` for a single frame."
+                f"`video` is a path ({str(video)!r}); read it first, e.g. "
+                "`normalcrafter_pipeline.read_video(path)`, and pass the frames."
             )
+        if not isinstance(video, Iterable):
+            raise ValueError(f"`video` of type {type(video).__name__} is not a sequence or iterable of frames.")
         return video
-    if isinstance(video, (str, os.PathLike)):
-        raise ValueError(
-            f"`video` is a path ({str(video)!r}); read it first, e.g. "
-            "`normalcrafter_pipeline.read_video(path)`, and pass the frames."
-        )
-    if not isinstance(video, Iterable):
-        raise ValueError(f"`video` of type {type(video).__name__} is not a sequence or iterable of frames.")
-    return video
 
+    @staticmethod
+    def frame_to_array(frame: Any, index: int) -> np.ndarray:
+        """One frame as an `(H, W, 3)` array (uint8, or float32 in [0, 1]); grayscale and RGBA are converted."""
+        if isinstance(frame, PIL.Image.Image):
+            return np.asarray(frame if frame.mode == "RGB" else frame.convert("RGB"))
+        given_shape = tuple(frame.shape) if isinstance(frame, (np.ndarray, torch.Tensor)) else None
+        if isinstance(frame, torch.Tensor):
+            if frame.ndim == 3 and frame.shape[0] not in (1, 3, 4):
+                raise ValueError(
+                    f"`video` frame {index} is a tensor of shape {given_shape}; tensors are channel-first (C, H, W) "
+                    "as everywhere in diffusers. Permute a channel-last video with `video.permute(0, 3, 1, 2)`."
+                )
+            frame = frame.detach().cpu()
+            if frame.ndim == 3:
+                frame = frame.permute(1, 2, 0)
+            frame = frame.float().numpy() if frame.is_floating_point() else frame.numpy()
+        if not isinstance(frame, np.ndarray):
+            raise ValueError(
+                f"`video` frame {index} is a {type(frame).__name__}; expected a PIL image, a numpy array (H, W, C) "
+                "or a torch tensor (C, H, W)."
+            )
+        if frame.ndim == 2:
+            frame = frame[..., None]
+        if frame.ndim != 3 or frame.shape[-1] not in (1, 3, 4):
+            raise ValueError(
+                f"`video` frame {index} has shape {given_shape}; expected (H, W, 3) RGB, (H, W, 1) or (H, W) "
+                "grayscale, or (H, W, 4) RGBA (torch tensors channel-first). Convert the frame to RGB."
+            )
+        if frame.shape[-1] == 1:
+            frame = np.repeat(frame, 3, axis=-1)
+        elif frame.shape[-1] == 4:
+            frame = frame[..., :3]
+        if frame.dtype == np.uint8:
+            return frame
+        if not np.issubdtype(frame.dtype, np.floating):
+            raise ValueError(
+                f"`video` frame {index} has dtype {frame.dtype}; expected uint8 in [0, 255] or float in [0, 1]. "
+                "Convert it, e.g. `frame.astype(np.float32) / 65535` for 16-bit images."
+            )
+        low, high = float(frame.min()), float(frame.max())
+        if not (0.0 <= low and high <= 1.0):  # also rejects NaN
+            raise ValueError(
+                f"`video` frame {index} has float values in [{low}, {high}]; expected [0, 1]. "
+                "Divide uint8-range floats by 255, or pass uint8 arrays."
+            )
+        return frame.astype(np.float32, copy=False)
 
-def _to_pixel_tensor(frame: np.ndarray) -> torch.Tensor:
-    """`(H, W, 3)` uint8 or float array -> `[3, H, W]` float32 in [0, 1] (uint8 / 255, as the reference does)."""
-    pixels = torch.from_numpy(np.require(frame, requirements=["C", "W"])).permute(2, 0, 1)
-    return pixels.float() / 255.0 if frame.dtype == np.uint8 else pixels.float()
+    @staticmethod
+    def check_size(index: int, size: tuple[int, int], first_size: tuple[int, int] | None) -> tuple[int, int]:
+        """`size` (H, W) of frame `index`, checked against the first frame's; returns the video's size."""
+        if first_size is not None and size != first_size:
+            raise ValueError(
+                f"`video` frame {index} is {size[1]}x{size[0]} (width x height) but frame 0 is "
+                f"{first_size[1]}x{first_size[0]}; all frames must have the same size. Resize them first."
+            )
+        return size
+
+    def padding(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """`(top, bottom, left, right)` white padding of a frame of `size` (H, W)."""
+        return compute_padding(*size, multiple=self.pad_multiple)
+
+    def preprocess(
+        self, frame: Any, index: int, first_size: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """One frame -> (`[3, Hp, Wp]` float32 pixels in [0, 1], padded with white, and the frame's (H, W)).
+
+        uint8 frames are divided by 255, as the reference does; the frame must have `first_size` when it is given.
+        """
+        array = self.frame_to_array(frame, index)
+        size = self.check_size(index, array.shape[:2], first_size)
+        pixels = torch.from_numpy(np.require(array, requirements=["C", "W"])).permute(2, 0, 1)
+        pixels = pixels.float() / 255.0 if array.dtype == np.uint8 else pixels.float()
+        top, bottom, left, right = self.padding(size)
+        return F.pad(pixels, (left, right, top, bottom), value=1.0), size  # [3, Hp, Wp]
+
+    def postprocess(self, decoded: torch.Tensor, size: tuple[int, int], output_type: str) -> np.ndarray | torch.Tensor:
+        """Decoded frames `[N, 3, Hp, Wp]` in about [-1, 1] -> unit normals of the unpadded frames: `(N, H, W, 3)`
+        float32 for `"np"`, `[N, 3, H, W]` for `"pt"`."""
+        top, _, left, _ = self.padding(size)
+        normals = normalize_normals(decoded[:, :, top : top + size[0], left : left + size[1]], dim=1)
+        if output_type == "pt":
+            return normals.cpu()
+        return normals.permute(0, 2, 3, 1).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -441,6 +491,90 @@ def predict_window_latents(
     return latents
 
 
+class WindowedDenoiser:
+    """The streaming core: padded frames go in one at a time, merged latents come out as soon as they are final.
+
+    Windows follow [`WindowPlanner`]; each is predicted by [`predict_window_latents`] with its first frames replaced
+    by the merged prediction of the previous window, and the shared frames are blended with [`blend_weights`].
+    Frames before a window's start are final once that window has been merged. At any time it holds the encodings
+    and latents of O(`window_size`) frames, whatever the video's length.
+
+    Args:
+        pipe: supplies the model passes (`encode_image_embeddings`, `encode_video_latents`, `unet`, `scheduler`).
+        encode_chunk_size: frames that CLIP and the VAE encoder see at once (memory against speed; per-frame
+            models, so the result does not depend on it beyond float rounding).
+    """
+
+    def __init__(self, pipe, window_size: int, overlap: int, num_inference_steps: int, encode_chunk_size: int):
+        self.pipe = pipe
+        self.planner = WindowPlanner(window_size, overlap)
+        self.num_inference_steps = num_inference_steps
+        self.encode_chunk_size = encode_chunk_size
+        self.dtype = pipe.unet.dtype
+        self.added_time_ids = pipe.get_added_time_ids(self.dtype)  # [1, 3]
+        self.num_added = 0
+        self.unencoded: list[torch.Tensor] = []  # padded pixels [3, Hp, Wp] of frames not encoded yet
+        self.held_start = 0  # the first frame whose encodings (and merged latents) are still held
+        self.embeddings: torch.Tensor | None = None  # [n, 1, D] CLIP embeddings of frames held_start...
+        self.conditioning: torch.Tensor | None = None  # [n, C, h, w] VAE latents of the same frames
+        self.merged: torch.Tensor | None = None  # [m, C, h, w] merged latents of frames [held_start, merged_end)
+        self.merged_end = 0
+
+    def add(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """Take the next frame's padded pixels `[3, Hp, Wp]`; return the merged latents that became final."""
+        self.unencoded.append(pixels)
+        self.num_added += 1
+        return [final for start, end in self.planner.ready(self.num_added) for final in self._denoise(start, end)]
+
+    def finish(self) -> list[torch.Tensor]:
+        """After the last frame: run the remaining windows and return every latent not returned yet."""
+        if self.num_added == 0:
+            raise ValueError("`video` has zero frames; pass at least one frame.")
+        finals = [final for start, end in self.planner.finish(self.num_added) for final in self._denoise(start, end)]
+        return [*finals, self.merged]
+
+    def _encode_unencoded(self) -> None:
+        embeddings, conditioning = [], []
+        for i in range(0, len(self.unencoded), self.encode_chunk_size):
+            chunk = torch.stack(self.unencoded[i : i + self.encode_chunk_size])  # [k, 3, Hp, Wp]
+            embeddings.append(self.pipe.encode_image_embeddings(chunk).to(self.dtype))
+            conditioning.append(self.pipe.encode_video_latents(chunk).to(self.dtype))
+        self.unencoded.clear()
+        held = [] if self.embeddings is None else [self.embeddings]
+        self.embeddings = torch.cat(held + embeddings)
+        held = [] if self.conditioning is None else [self.conditioning]
+        self.conditioning = torch.cat(held + conditioning)
+
+    def _denoise(self, start: int, end: int) -> list[torch.Tensor]:
+        """Run window `[start, end)` and merge it; return the latents of the frames before `start` (now final)."""
+        self._encode_unencoded()
+        finals = []
+        if self.merged is not None and start > self.held_start:
+            finals.append(self.merged[: start - self.held_start])
+            self.merged = self.merged[start - self.held_start :]
+        self.embeddings = self.embeddings[start - self.held_start :]
+        self.conditioning = self.conditioning[start - self.held_start :]
+        self.held_start = start
+        num_shared = self.merged_end - start if self.merged is not None else 0
+        latents = predict_window_latents(
+            self.pipe.unet,
+            self.pipe.scheduler,
+            self.conditioning[: end - start].unsqueeze(0),  # [1, F, C, h, w]
+            self.embeddings[: end - start],  # [F, 1, D]
+            self.added_time_ids,
+            num_inference_steps=self.num_inference_steps,
+            replace_latents=self.merged[:num_shared].unsqueeze(0) if num_shared else None,
+        )[0]  # [F, C, h, w]
+        if num_shared:
+            weight = torch.as_tensor(blend_weights(num_shared), dtype=latents.dtype, device=latents.device)
+            weight = weight.view(-1, 1, 1, 1)
+            blended = self.merged[:num_shared] * weight + latents[:num_shared] * (1.0 - weight)
+            latents = torch.cat([blended, latents[num_shared:]])
+        self.merged = latents
+        self.merged_end = end
+        return finals
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The pipeline.
 # ----------------------------------------------------------------------------------------------------------------
@@ -510,6 +644,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
             feature_extractor=feature_extractor,
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
+        self.video_processor = NormalCrafterVideoProcessor(pad_multiple=PAD_MULTIPLE)
 
     def __setattr__(self, name: str, value: Any):
         # Every component assignment passes here (`register_modules` and `pipe.unet = ...` alike).
@@ -646,6 +781,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         num_inference_steps: int,
         decode_chunk_size: int,
         output_type: str,
+        encode_chunk_size: int = 7,
     ) -> None:
         """Validate the arguments and the container of `video`, and every frame of a video held in memory (a list,
         tuple, array or tensor) so that a bad frame raises before any model runs.
@@ -653,24 +789,18 @@ class NormalCrafterPipeline(DiffusionPipeline):
         Lazy iterables (generators, [`VideoReader`]s) are not read here, so nothing is decoded twice: their frames
         are checked as the run reads them.
         """
-        _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
-        if video is None:
-            raise ValueError("`video` is None; pass a list of frames, an array (F, H, W, C) or an iterable of frames.")
-        frames = _as_frame_iterable(video)
+        _check_stream_args(
+            window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
+        )
+        frames = self.video_processor.as_frames(video)
         if not isinstance(frames, (list, tuple, np.ndarray, torch.Tensor)):
             return
         if len(frames) == 0:
             raise ValueError("`video` has zero frames; pass at least one frame.")
         first_size = None
         for index, frame in enumerate(frames):
-            size = _frame_as_array(frame, index).shape[:2]
-            if first_size is None:
-                first_size = size
-            elif size != first_size:
-                raise ValueError(
-                    f"`video` frame {index} is {size[1]}x{size[0]} but frame 0 is {first_size[1]}x{first_size[0]}; "
-                    "all frames must have the same size. Resize them first."
-                )
+            size = self.video_processor.frame_to_array(frame, index).shape[:2]
+            first_size = self.video_processor.check_size(index, size, first_size)
 
     # ------------------------------------------------------------------------------------------------------------
     # Model passes
@@ -719,102 +849,6 @@ class NormalCrafterPipeline(DiffusionPipeline):
             )
         return torch.tensor([ADDED_TIME_IDS], dtype=dtype, device=self._execution_device)
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Streaming core
-    # ------------------------------------------------------------------------------------------------------------
-
-    def _final_latents(
-        self,
-        frames: Iterable,
-        window_size: int,
-        overlap: int,
-        num_inference_steps: int,
-        encode_chunk_size: int,
-    ) -> Iterator[tuple[torch.Tensor, tuple[int, int], tuple[int, int, int, int]]]:
-        """Read `frames` lazily and yield `(latents, (H, W), padding)` for runs of consecutive frames as soon as
-        their merged latents are final. Holds O(window_size) frames, embeddings and latents at any time."""
-        dtype = self.unet.dtype
-        added_time_ids = self.get_added_time_ids(dtype)
-        planner = WindowPlanner(window_size, overlap)
-
-        size = padding = None
-        pending: list[torch.Tensor] = []  # padded pixels read but not yet encoded
-        embeds = conds = None  # encodings of frames [cache_start, num_read)
-        cache_start = 0
-        merged = None  # merged latents of frames [cache_start, prev_end)
-        prev_end = 0
-        num_read = 0
-
-        def encode_pending():
-            nonlocal embeds, conds
-            new_embeds, new_conds = [], []
-            for i in range(0, len(pending), encode_chunk_size):
-                chunk = torch.stack(pending[i : i + encode_chunk_size])
-                new_embeds.append(self.encode_image_embeddings(chunk).to(dtype))
-                new_conds.append(self.encode_video_latents(chunk).to(dtype))
-            pending.clear()
-            embeds = torch.cat(([embeds] if embeds is not None else []) + new_embeds)
-            conds = torch.cat(([conds] if conds is not None else []) + new_conds)
-
-        def run(start: int, end: int):
-            nonlocal embeds, conds, merged, cache_start, prev_end
-            if pending:
-                encode_pending()
-            if merged is not None and start > cache_start:  # frames before this window are final
-                yield merged[: start - cache_start], size, padding
-                merged = merged[start - cache_start :]
-            embeds, conds = embeds[start - cache_start :], conds[start - cache_start :]
-            cache_start = start
-            num_shared = prev_end - start if merged is not None else 0
-            window_conds = conds[: end - start].unsqueeze(0)  # [1, F, C, h, w]
-            replace = merged[:num_shared].unsqueeze(0) if num_shared else None
-            latents = predict_window_latents(
-                self.unet,
-                self.scheduler,
-                window_conds,
-                embeds[: end - start],
-                added_time_ids,
-                num_inference_steps=num_inference_steps,
-                replace_latents=replace,
-            )[0]  # [F, C, h, w]
-            if num_shared:
-                weight = torch.as_tensor(blend_weights(num_shared), dtype=latents.dtype, device=latents.device)
-                weight = weight.view(-1, 1, 1, 1)
-                blended = merged[:num_shared] * weight + latents[:num_shared] * (1.0 - weight)
-                latents = torch.cat([blended, latents[num_shared:]])
-            merged = latents
-            prev_end = end
-
-        for frame in frames:
-            array = _frame_as_array(frame, num_read)
-            if size is None:
-                size = array.shape[:2]
-                padding = compute_padding(*size)
-            elif array.shape[:2] != size:
-                raise ValueError(
-                    f"`video` frame {num_read} is {array.shape[1]}x{array.shape[0]} but frame 0 is "
-                    f"{size[1]}x{size[0]}; all frames must have the same size. Resize them first."
-                )
-            top, bottom, left, right = padding
-            pending.append(F.pad(_to_pixel_tensor(array), (left, right, top, bottom), value=1.0))  # white
-            num_read += 1
-            for start, end in planner.ready(num_read):
-                yield from run(start, end)
-        if num_read == 0:
-            raise ValueError("`video` has zero frames; pass at least one frame.")
-        for start, end in planner.finish(num_read):
-            yield from run(start, end)
-        yield merged, size, padding
-
-    def _latents_to_output(self, latents: torch.Tensor, padding: tuple[int, int, int, int], output_type: str):
-        top, bottom, left, right = padding
-        frames = self.decode_latents(latents)  # [N, 3, Hp, Wp]
-        frames = frames[:, :, top : frames.shape[2] - bottom, left : frames.shape[3] - right]
-        normals = normalize_normals(frames, dim=1)
-        if output_type == "pt":
-            return normals.cpu()
-        return normals.permute(0, 2, 3, 1).cpu().numpy()
-
     @torch.no_grad()
     def stream(
         self,
@@ -825,6 +859,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         decode_chunk_size: int = 7,
         output_type: str = "np",
         num_frames: int | None = None,
+        encode_chunk_size: int = 7,
     ) -> Iterator[np.ndarray | torch.Tensor]:
         r"""Estimate normals for a video of any length, yielding them in order as soon as they are final.
 
@@ -834,7 +869,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
 
         Args:
             video: an iterable of frames: PIL images, `(H, W, 3)` arrays (uint8, or float in [0, 1]) or `(3, H, W)`
-                tensors. Grayscale and RGBA frames are converted to RGB. All frames must share one size.
+                tensors. Grayscale and RGBA frames are converted to RGB. All frames must share one size; a frame
+                that does not raises when it is read.
             window_size (`int`, defaults to 14): frames denoised together.
             overlap (`int`, defaults to 4): frames shared by consecutive windows, blended linearly.
             num_inference_steps (`int`, defaults to 1): Euler steps per window (the released model uses 1).
@@ -843,43 +879,62 @@ class NormalCrafterPipeline(DiffusionPipeline):
             output_type (`str`, defaults to `"np"`): `"np"` yields `(k, H, W, 3)` float32 arrays, `"pt"` yields
                 `[k, 3, H, W]` tensors, `"latent"` yields the merged latents `[k, C, h, w]`.
             num_frames (`int`, *optional*): the video's length if known, for the progress bar only.
+            encode_chunk_size (`int`, defaults to 7): frames CLIP and the VAE encoder see at once (memory against
+                speed; both encode each frame on its own).
 
         Yields:
             Consecutive chunks of unit normals (or latents), covering every frame exactly once, in order.
         """
-        _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
-        if video is None:
-            raise ValueError("`video` is None; pass a list of frames, an array (F, H, W, C) or an iterable of frames.")
-        frames = _as_frame_iterable(video)
+        _check_stream_args(
+            window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
+        )
+        frames = self.video_processor.as_frames(video)
         if num_frames is None and hasattr(frames, "__len__"):
             num_frames = len(frames)
 
-        undecoded: list[torch.Tensor] = []
-        num_undecoded = 0
+        denoiser = WindowedDenoiser(self, window_size, overlap, num_inference_steps, encode_chunk_size)
+        size = None  # (H, W) of frame 0; every later frame must match it
+        undecoded: list[torch.Tensor] = []  # final latents waiting for a full decode chunk
         # A bar over frames (not windows); `set_progress_bar_config(disable=True)` silences it as usual.
         bar_config = {"desc": "Normals", "unit": "frame", **getattr(self, "_progress_bar_config", {})}
         with tqdm(total=num_frames, **bar_config) as progress:
-            for latents, _, padding in self._final_latents(
-                frames, window_size, overlap, num_inference_steps, decode_chunk_size
-            ):
-                if output_type == "latent":
-                    progress.update(latents.shape[0])
-                    yield latents
-                    continue
+            # 1. Read, pad and hand each frame to the windowed denoiser; 2. decode the latents that became final
+            for index, frame in enumerate(frames):
+                pixels, size = self.video_processor.preprocess(frame, index, size)  # [3, Hp, Wp]
+                for latents in denoiser.add(pixels):
+                    undecoded.append(latents)
+                    for output in self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=False):
+                        progress.update(output.shape[0])
+                        yield output
+            for latents in denoiser.finish():
                 undecoded.append(latents)
-                num_undecoded += latents.shape[0]
-                if num_undecoded < decode_chunk_size:
-                    continue
-                queue = torch.cat(undecoded)
-                num_full = (num_undecoded // decode_chunk_size) * decode_chunk_size
-                for i in range(0, num_full, decode_chunk_size):
-                    yield self._latents_to_output(queue[i : i + decode_chunk_size], padding, output_type)
-                    progress.update(decode_chunk_size)
-                undecoded, num_undecoded = [queue[num_full:]], num_undecoded - num_full
-            if output_type != "latent" and num_undecoded:  # the last, shorter chunk
-                yield self._latents_to_output(torch.cat(undecoded), padding, output_type)
-                progress.update(num_undecoded)
+            for output in self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=True):
+                progress.update(output.shape[0])
+                yield output
         self.maybe_free_model_hooks()
+
+    def _stream_outputs(
+        self,
+        undecoded: list[torch.Tensor],
+        decode_chunk_size: int,
+        size: tuple[int, int],
+        output_type: str,
+        last: bool,
+    ) -> Iterator[np.ndarray | torch.Tensor]:
+        """Yield what `stream` gives for the final latents held in `undecoded`, leaving there what must wait: the
+        latents themselves for `"latent"`, else the normals of each full decode chunk (and of the shorter rest when
+        `last`). Chunks are counted from frame 0, as the reference decodes them, so the result does not depend on how
+        the video arrives."""
+        if output_type == "latent":
+            yield from undecoded
+            undecoded.clear()
+            return
+        queue = torch.cat(undecoded)  # [n, C, h, w]
+        num_decoded = queue.shape[0] if last else (queue.shape[0] // decode_chunk_size) * decode_chunk_size
+        undecoded[:] = [queue[num_decoded:]] if num_decoded < queue.shape[0] else []
+        for i in range(0, num_decoded, decode_chunk_size):
+            decoded = self.decode_latents(queue[i : min(i + decode_chunk_size, num_decoded)])  # [k, 3, Hp, Wp]
+            yield self.video_processor.postprocess(decoded, size, output_type)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -892,6 +947,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         decode_chunk_size: int = 7,
         output_type: str = "np",
         return_dict: bool = True,
+        encode_chunk_size: int = 7,
     ) -> NormalCrafterPipelineOutput | tuple:
         r"""Estimate temporally consistent surface normals for every frame of `video`.
 
@@ -900,7 +956,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
                 tensor in [0, 1], or any iterable of frames (a generator, a [`VideoReader`]), read once. Grayscale
                 and RGBA are converted to RGB. The output has one frame per frame read, whatever `len(video)` says.
                 For long videos use [`~NormalCrafterPipeline.stream`], which also yields as it goes.
-            window_size, overlap, num_inference_steps, decode_chunk_size, output_type: see `stream`.
+            window_size, overlap, num_inference_steps, decode_chunk_size, output_type, encode_chunk_size: see
+                [`~NormalCrafterPipeline.stream`].
             return_dict (`bool`, defaults to `True`): return a [`NormalCrafterPipelineOutput`] or a tuple.
 
         Examples:
@@ -910,8 +967,10 @@ class NormalCrafterPipeline(DiffusionPipeline):
             `[F, 3, H, W]` (`"pt"`), or merged latents (`"latent"`).
         """
         # 1. Check the arguments, and every frame of a video held in memory, before any model runs
-        self.check_inputs(video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type)
-        frames = _as_frame_iterable(video)
+        self.check_inputs(
+            video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type, encode_chunk_size
+        )
+        frames = self.video_processor.as_frames(video)
         announced = len(frames) if hasattr(frames, "__len__") else None
 
         # 2. Run the streaming path and gather its chunks; the frames it read are counted, not the announced length
@@ -923,6 +982,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
             decode_chunk_size=decode_chunk_size,
             output_type=output_type,
             num_frames=announced,
+            encode_chunk_size=encode_chunk_size,
         )
         if output_type == "np":
             normals = _gather_chunks(chunks, expected=announced)
@@ -956,9 +1016,15 @@ def _gather_chunks(chunks: Iterable[np.ndarray], expected: int | None) -> np.nda
     return gathered[:filled]
 
 
-def _check_stream_args(window_size, overlap, num_inference_steps, decode_chunk_size, output_type) -> None:
+def _check_stream_args(
+    window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
+) -> None:
     _check_window_args(window_size, overlap)
-    for name, value in (("num_inference_steps", num_inference_steps), ("decode_chunk_size", decode_chunk_size)):
+    for name, value in (
+        ("num_inference_steps", num_inference_steps),
+        ("decode_chunk_size", decode_chunk_size),
+        ("encode_chunk_size", encode_chunk_size),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     if output_type not in OUTPUT_TYPES:
