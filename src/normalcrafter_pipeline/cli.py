@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import errno
 import glob
 import logging
 import os
@@ -116,8 +117,15 @@ class VideoStats:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One line like every other usage error, instead of argparse's usage block and its own exit.
+        raise UsageError(f"{message}; see normalcrafter --help.")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    """Parse the command line; raises `UsageError` for unknown options and bad values (exits for --help)."""
+    parser = _ArgumentParser(
         prog="normalcrafter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
@@ -448,10 +456,13 @@ class BackgroundWriter:
             if self._error is not None:
                 continue  # drain without writing after a failure
             start = time.perf_counter()
+            writer = None
             try:
                 for writer in self._writers:
                     writer.write(*item)
             except BaseException as error:
+                if isinstance(error, OSError) and error.filename is None and writer is not None:
+                    error.filename = str(writer.path)  # which output failed (a full disk says only ENOSPC)
                 self._error = error
             self.busy_s += time.perf_counter() - start
 
@@ -494,6 +505,8 @@ def process_video(pipe, reader, job: Job, args: argparse.Namespace, progress=Non
     """Stream `reader` through `pipe` into the writers of `job`; outputs are renamed only if everything worked."""
     import numpy as np
 
+    from normalcrafter_pipeline.video_io import VideoReadError, close_together
+
     stats = VideoStats()
     keep_inputs = "side_by_side" in job.outputs
     pending_inputs: collections.deque = collections.deque()
@@ -504,11 +517,23 @@ def process_video(pipe, reader, job: Job, args: argparse.Namespace, progress=Non
         stack.callback(prefetcher.close)
         background = BackgroundWriter(writers)
 
+        frames_read = 0
+        reader_ended = False
+
         def frames():
+            nonlocal frames_read, reader_ended
             for frame in prefetcher:
                 if keep_inputs:  # held until their normals are final: O(window) frames
                     pending_inputs.append(frame)
+                frames_read += 1
                 yield frame
+            reader_ended = True
+
+        def no_frame_error():
+            return VideoReadError(
+                f"{job.source}: no frame could be read, although the input announced {len(reader)}; nothing was "
+                "written."
+            )
 
         try:
             for normals in pipe.stream(
@@ -525,13 +550,20 @@ def process_video(pipe, reader, job: Job, args: argparse.Namespace, progress=Non
                 stats.frames += len(normals)
                 if progress is not None:
                     progress.update(len(normals))
-        except BaseException:
+        except BaseException as error:
             background.abort()
+            if isinstance(error, ValueError) and reader_ended and frames_read == 0:
+                raise no_frame_error() from None  # the pipeline refuses an empty video; say why it was empty
             raise
         background.finish()
+        if stats.frames == 0:  # the writers' own error ("no frame was written to ...") would not say why
+            raise no_frame_error()
         stats.read_wait_s = prefetcher.wait_s
         stats.write_s = background.busy_s
         stats.write_wait_s = background.wait_s
+        # A signal waits until every output is renamed: an input is done or not, never half-done.
+        with signals_deferred():
+            close_together(writers)
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -625,6 +657,12 @@ def _error(message: str) -> None:
 def _describe(error: BaseException, source: Path | None = None) -> str:
     """One line for a failure: the message (without the input's name, which the caller prints), and the class name
     only for errors that are not the expected OSError/ValueError kinds."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        # "[Errno 28] No space left on device: 'x'" -> "No space left on device: x", with the fix for a full disk.
+        text = error.strerror + (f": {error.filename}" if error.filename else "")
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            text += "; free some space, or write to another disk with --output-dir"
+        return text
     text = " ".join(str(error).split()) or type(error).__name__
     if source is not None and text.startswith(f"{source}: "):  # the summary names the input already
         text = text[len(f"{source}: ") :]
@@ -663,6 +701,14 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+class _SignalState:
+    """What the handler of `signals_raise_interrupted` needs: whether a signal came, and whether it must wait."""
+
+    received: list[int] = []
+    deferring = 0
+    pending: int | None = None
+
+
 @contextlib.contextmanager
 def signals_raise_interrupted():
     """Turn SIGINT and SIGTERM into `Interrupted` in the main thread, so that they unwind through every writer's
@@ -671,20 +717,37 @@ def signals_raise_interrupted():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received: list[int] = []
 
     def handler(signum, frame):
-        if received:
+        if _SignalState.received:
             return
-        received.append(signum)
+        _SignalState.received.append(signum)
+        if _SignalState.deferring:
+            _SignalState.pending = signum
+            return
         raise Interrupted(signum)
 
+    _SignalState.received, _SignalState.deferring, _SignalState.pending = [], 0, None
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for signum, old_handler in previous.items():
             signal.signal(signum, old_handler)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold a SIGINT/SIGTERM that arrives inside the block and raise it at its end (for steps that must not be cut
+    in half, like renaming the outputs of one input)."""
+    _SignalState.deferring += 1
+    try:
+        yield
+    finally:
+        _SignalState.deferring -= 1
+        if not _SignalState.deferring and _SignalState.pending is not None:
+            signum, _SignalState.pending = _SignalState.pending, None
+            raise Interrupted(signum)
 
 
 def remove_own_partials() -> list[Path]:
@@ -712,11 +775,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
-    args = parse_args(argv)
-    handlers.extend(configure_logging(args.verbose))
-
     # Everything that needs no model, checked before torch is imported: options, the output folder, the inputs.
     try:
+        args = parse_args(argv)
+        handlers.extend(configure_logging(args.verbose))
         check_args(args)
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:

@@ -489,6 +489,7 @@ class _AtomicOutput:
         self.is_dir = is_dir
         self.num_written = 0
         self.closed = False
+        self._finished = False
         if not self.path.parent.is_dir():
             raise FileNotFoundError(
                 f"Output folder {self.path.parent} does not exist; create it first (the CLI does so for "
@@ -522,15 +523,22 @@ class _AtomicOutput:
     def _release(self) -> None:  # release handles without finishing (on abort)
         pass
 
-    def close(self) -> None:
-        """Finish the output and give it its final name (replacing an older one)."""
-        if self.closed:
+    def finish(self) -> None:
+        """Complete the temporary output (flush, close files and encoders) without renaming it; an error drops it."""
+        if self.closed or self._finished:
             return
         try:
             self._finish()
         except BaseException:
             self.abort()
             raise
+        self._finished = True
+
+    def close(self) -> None:
+        """Finish the output and give it its final name (replacing an older one)."""
+        if self.closed:
+            return
+        self.finish()
         self.closed = True
         if self.is_dir and self.path.exists():
             self._remove(self.path)
@@ -543,10 +551,26 @@ class _AtomicOutput:
             return
         self.closed = True
         try:
-            self._release()
+            if not self._finished:
+                self._release()
         finally:
             self._remove(self.temp_path)
             self._forget()
+
+
+def close_together(writers: Iterable[_AtomicOutput]) -> None:
+    """Finish every writer, then rename them all: if any one fails to finish, all are dropped, so the outputs of
+    one video appear together or not at all."""
+    writers = list(writers)
+    try:
+        for writer in writers:
+            writer.finish()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    for writer in writers:
+        writer.close()
 
 
 class VideoWriter(_AtomicOutput):
