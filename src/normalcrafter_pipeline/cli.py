@@ -2,14 +2,15 @@
 
     normalcrafter clip.mp4                          # writes clip_normals.mp4 beside clip.mp4
     normalcrafter videos/ frames_dir/ "shots/*.mov" --output-dir out --save mp4 --save npy
-    accelerate launch --num_processes 4 -m normalcrafter_pipeline.cli videos/ -o out   # 4 GPUs: inputs split 4 ways
+    accelerate launch --num_processes 4 examples/infer_video.py videos/ -o out   # 4 GPUs: inputs split 4 ways
 
-(`python examples/infer_video.py ...` runs the same command.) Inputs are video files, folders of frames (one video
-per folder, images in natural order), globs, or folders of videos (each video one input). Files and folders named
-like this command's outputs (NAME_normals.mp4, NAME_normals.npy, NAME_normals_png16, NAME_side_by_side.mp4) are
-skipped when folders and globs are expanded, so a second run over a folder does not take the first run's outputs
-as inputs. The first run downloads the released weights (`Yanrui95/NormalCrafter`, completed from
-`stabilityai/stable-video-diffusion-img2vid-xt`: a gated repo, accept its licence and `hf auth login`).
+(`python examples/infer_video.py ...` and `python -m normalcrafter_pipeline.cli ...` run the same command.)
+Inputs are video files, folders of frames (one video per folder, images in natural order), globs, or folders of
+videos (each video one input). Files and folders named like this command's outputs (NAME_normals.mp4,
+NAME_normals.npy, NAME_normals_png16, NAME_side_by_side.mp4) are skipped when folders and globs are expanded, so a
+second run over a folder does not take the first run's outputs as inputs. The first run downloads the released
+weights (`Yanrui95/NormalCrafter`, completed from `stabilityai/stable-video-diffusion-img2vid-xt`: a gated repo,
+accept its licence and `hf auth login`).
 
 Under `accelerate launch` (or torchrun) each process loads the model once and takes every N-th input, so no input
 is done twice or skipped; with several GPUs each process uses its own. On a machine without GPUs, add `--multi_gpu`
@@ -21,7 +22,7 @@ that can cost as much time as the arithmetic. Backing them with transparent huge
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 normalcrafter clip.mp4
 
 Outputs per input `NAME` (in `--output-dir`, default beside the input), each written under a hidden temporary name
-`.NAME_....partial-<pid>...` and renamed when complete:
+(`.NAME_normals.partial-<pid>.mp4`, ...) and renamed when all of that input's outputs are complete:
   mp4           NAME_normals.mp4        (n + 1) / 2 as RGB, H.264, the input's fps after subsampling
   png16         NAME_normals_png16/     frame_000000.png, ...: 16-bit RGB, round((n + 1) / 2 * 65535)
   npy           NAME_normals.npy        float16 (F, H, W, 3) unit normals (x right, y up, z toward the camera)
