@@ -342,3 +342,24 @@ def test_a_second_run_over_a_folder_does_not_take_the_first_runs_outputs(model_d
     # Named explicitly, an output is an input like any other.
     inputs, errors = cli.expand_inputs([str(folder / "a_normals.mp4")])
     assert inputs == [folder / "a_normals.mp4"] and errors == []
+
+
+def test_library_notices_are_silenced_narrowly():
+    code = "\n".join(
+        [
+            "import logging, normalcrafter_pipeline",
+            "from huggingface_hub import hf_hub_download",
+            "try:",
+            "    hf_hub_download('x/y', 'f.json', local_dir_use_symlinks='auto')",  # what diffusers passes
+            "except Exception:",
+            "    pass",
+            "from transformers import CLIPImageProcessor",  # the torchvision fallback notice (without torchvision)
+            "CLIPImageProcessor()",
+            "logging.getLogger('transformers.utils.import_utils').warning('another warning of that logger')",
+        ]
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "local_dir_use_symlinks" not in result.stderr and "requires torchvision" not in result.stderr
+    assert "another warning of that logger" in result.stderr  # only those two notices are dropped
