@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = ["--window-size", "4", "--overlap", "1", "--decode-chunk-size", "2", "--device", "cpu", "--dtype", "fp32"]
 ALL_FORMATS = ["--save", "mp4", "--save", "npy", "--save", "png16", "--save", "side_by_side"]
 NUM_FRAMES = 10
+KILL_FRAMES = 16  # the kill tests' clips: long enough that the kill lands before the run ends, even on a fast CPU
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -47,6 +48,12 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip_bytes(tmp_path_factory):
     path = write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", make_frames(NUM_FRAMES, 24, 32), fps=6)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def long_clip_bytes(tmp_path_factory):
+    path = write_video(tmp_path_factory.mktemp("clip") / "long.mp4", make_frames(KILL_FRAMES, 24, 32), fps=6)
     return path.read_bytes()
 
 
@@ -341,7 +348,7 @@ def writing(out_dir: Path) -> bool:
     return out_dir.is_dir() and any(".partial-" in name for name in os.listdir(out_dir))
 
 
-def check_each_input_done_or_absent(out_dir: Path) -> set[str]:
+def check_each_input_done_or_absent(out_dir: Path, num_frames: int = KILL_FRAMES) -> set[str]:
     """Every input has all its outputs, complete, or none; returns the stems that are done."""
     done = set()
     for stem in ("a", "b"):
@@ -349,7 +356,7 @@ def check_each_input_done_or_absent(out_dir: Path) -> set[str]:
                    if (out_dir / f"{stem}{name}").exists()}  # fmt: skip
         assert len(present) in (0, 4), f"{stem}: only {sorted(present)}"
         if present:
-            assert_outputs_complete(out_dir, stem, NUM_FRAMES)
+            assert_outputs_complete(out_dir, stem, num_frames)
             done.add(stem)
     return done
 
@@ -357,8 +364,8 @@ def check_each_input_done_or_absent(out_dir: Path) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the signal handlers")
 @pytest.mark.parametrize("signum, point, seed", [(signal.SIGINT, "start-up", 0), (signal.SIGTERM, "writing", 1)])
-def test_sigint_and_sigterm_remove_partials_in_one_line(model_dir, clip_bytes, tmp_path, signum, point, seed):
-    two_clips(tmp_path, clip_bytes)
+def test_sigint_and_sigterm_remove_partials_in_one_line(model_dir, long_clip_bytes, tmp_path, signum, point, seed):
+    two_clips(tmp_path, long_clip_bytes)
     rng = np.random.default_rng(seed)
     process = start_cli(tmp_path, model_dir)
     try:
@@ -376,19 +383,19 @@ def test_sigint_and_sigterm_remove_partials_in_one_line(model_dir, clip_bytes, t
     name = signal.Signals(signum).name
     line = f"error: interrupted by {name}; partial outputs were removed, finished outputs kept."
     done = check_each_input_done_or_absent(tmp_path / "out")
-    expected = {"a.mp4", "b.mp4", "out"}.union(*(outputs_of(stem, NUM_FRAMES) for stem in done))
+    expected = {"a.mp4", "b.mp4", "out"}.union(*(outputs_of(stem, KILL_FRAMES) for stem in done))
     check(f"{name} at {point}", process.returncode, err, tmp_path, expected, 128 + signum, error_line=line)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_sigkill_while_writing_then_a_second_run_cleans_up_and_finishes(model_dir, clip_bytes, tmp_path, seed):
-    two_clips(tmp_path, clip_bytes)
+def test_sigkill_while_writing_then_a_second_run_cleans_up_and_finishes(model_dir, long_clip_bytes, tmp_path, seed):
+    two_clips(tmp_path, long_clip_bytes)
     rng = np.random.default_rng(seed)
     process = start_cli(tmp_path, model_dir)
     try:
         wait_until(lambda: writing(tmp_path / "out"), process)
-        time.sleep(float(rng.uniform(0.0, 0.5)))
+        time.sleep(float(rng.uniform(0.0, 0.3)))
         assert process.poll() is None, "the run ended before the kill"
         process.kill()  # SIGKILL: no handler runs
         process.communicate(timeout=60)
@@ -405,7 +412,7 @@ def test_sigkill_while_writing_then_a_second_run_cleans_up_and_finishes(model_di
     finally:
         sleeper.kill()
         sleeper.wait()
-    expected = {"a.mp4", "b.mp4", "out", live_partial} | outputs_of("a", NUM_FRAMES) | outputs_of("b", NUM_FRAMES)
+    expected = {"a.mp4", "b.mp4", "out", live_partial} | outputs_of("a", KILL_FRAMES) | outputs_of("b", KILL_FRAMES)
     check("SIGKILL while writing, then a second run", second.returncode, err, tmp_path, expected, 0)
     assert any(".partial-" in path for path in left)  # the kill left partials, which the second run removed
     check_each_input_done_or_absent(tmp_path / "out")
