@@ -1,4 +1,5 @@
-"""Speed and memory of the CLI path (`examples/infer_video.py`): video file in, normals files out.
+"""Speed and memory of the CLI path (`normalcrafter_pipeline.cli`, the `normalcrafter` command): video file in,
+normals files out.
 
 Two tables, each configuration in a fresh subprocess (so its peak RSS is its own):
 
@@ -37,7 +38,6 @@ The default measures plain glibc.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -47,7 +47,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "examples" / "infer_video.py"
 
 STAGES = ("clip", "vae_encode", "unet", "vae_decode")
 # glibc malloc settings for CPU inference (see the module docstring); needs glibc >= 2.35 for `hugetlb`.
@@ -58,14 +57,6 @@ MALLOC_TUNABLES = {
         ["glibc.malloc.hugetlb=1", "glibc.malloc.mmap_threshold=1073741824", "glibc.malloc.trim_threshold=17179869184"]
     ),
 }
-
-
-def load_cli():
-    spec = importlib.util.spec_from_file_location("infer_video", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_video(path: Path, num_frames: int, height: int, width: int, fps: float = 24.0) -> None:
@@ -130,7 +121,7 @@ def child(config: dict) -> dict:
     import torch
 
     torch.set_num_threads(config["threads"])
-    cli = load_cli()
+    from normalcrafter_pipeline import cli
     from normalcrafter_pipeline.video_io import read_video
 
     start = time.perf_counter()

@@ -1,6 +1,7 @@
-"""End-to-end tests of `examples/infer_video.py` on a tiny model folder and small real videos."""
+"""End-to-end tests of the `normalcrafter` command (`normalcrafter_pipeline.cli`, also run as
+`examples/infer_video.py`) on a tiny model folder and small real videos."""
 
-import importlib.util
+import errno
 import os
 import re
 import socket
@@ -12,9 +13,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from accelerate import PartialState
 from test_video_io import decode_all, make_frames, write_video
 
-from normalcrafter_pipeline import NormalCrafterPipeline
+from normalcrafter_pipeline import NormalCrafterPipeline, cli
 from normalcrafter_pipeline.image_processor import NormalsProcessor
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.training.png16 import read_png16
@@ -23,17 +25,6 @@ from normalcrafter_pipeline.video_io import read_video
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "infer_video.py"
 FAST = ["--window-size", "6", "--overlap", "2", "--decode-chunk-size", "3", "--device", "cpu", "--dtype", "fp32"]
-
-
-def load_cli():
-    spec = importlib.util.spec_from_file_location("infer_video", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = load_cli()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +66,7 @@ def test_end_to_end_outputs_match_the_pipeline(model_dir, videos, tmp_path, caps
     save = ["--save", "mp4", "--save", "npy", "--save", "png16", "--save", "side_by_side"]
     code, out, err = run_cli(capsys, good, "--model", model_dir, "--output-dir", out_dir, *FAST, *save)
     assert code == 0, err
-    assert "done" in out and "11 frames 40x56" in out
+    assert "done" in out and "11 frames 56x40 (width x height)" in out
     assert sorted(os.listdir(out_dir)) == [
         "good_normals.mp4",
         "good_normals.npy",
@@ -164,6 +155,30 @@ def test_unwritable_output_dir_is_a_usage_error(videos, tmp_path, capsys):
     assert f"--output-dir {blocker / 'out'} cannot be written" in err and len(err.strip().splitlines()) == 1
 
 
+def test_unwritable_input_folder_names_the_folder_and_the_fix(videos, tmp_path, capsys, monkeypatch):
+    good, _ = videos
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    source = folder / "clip.mp4"
+    source.write_bytes(good.read_bytes())
+    real_temporary_file = cli.tempfile.NamedTemporaryFile
+
+    def refuse_in_folder(*args, dir=None, **kwargs):  # a read-only folder, even for root (who may write anywhere)
+        if Path(dir) == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder / ".write-test-x"))
+        return real_temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(cli.tempfile, "NamedTemporaryFile", refuse_in_folder)
+    code, _, err = run_cli(capsys, source, "--model", tmp_path / "no_model", *FAST)
+    assert code == 1
+    line = (
+        f"error: {source}: cannot write the outputs beside the input: its folder {folder} is not writable "
+        "(Permission denied); pass --output-dir with a writable folder"
+    )
+    assert err.splitlines()[0] == line
+    assert "UsageError" not in err and "--output-dir " + str(folder) not in err and "Traceback" not in err
+
+
 def test_input_expansion_folders_globs_and_frames(tmp_path):
     shots = tmp_path / "shots"
     shots.mkdir()
@@ -179,7 +194,7 @@ def test_input_expansion_folders_globs_and_frames(tmp_path):
     assert inputs == [shots / "b_2.mp4", shots / "b_10.mp4", frames]  # natural order, no duplicates
     assert [reason for _, reason in errors] == [
         "no file matches this pattern",
-        "the folder holds no video files and no images",
+        "the folder holds no video files and no images (outputs of this command aside)",
     ]
     jobs, clashes = cli.plan_jobs([shots / "b_2.mp4", tmp_path / "b_2.mp4"], tmp_path / "out", ["mp4"])
     assert len(jobs) == 1 and "would overwrite" in clashes[0][1]
@@ -242,7 +257,7 @@ def test_folder_of_frames_and_a_failure_midway_leaves_no_output(model_dir, tmp_p
         folder.mkdir()
         for i, frame in enumerate(frames):
             PIL.Image.fromarray(frame).save(folder / f"{i}.png")
-    (broken / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))  # found only when frame 5 is decoded
+    (broken / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))  # found when the headers are read
     out_dir = tmp_path / "out"
     argv = [good, broken, "--model", model_dir, "--output-dir", out_dir, "--save", "npy", "--save", "png16", *FAST]
     code, _, err = run_cli(capsys, *argv, "--process-length", "6")
@@ -253,22 +268,98 @@ def test_folder_of_frames_and_a_failure_midway_leaves_no_output(model_dir, tmp_p
     assert len(os.listdir(out_dir / "shot_a_normals_png16")) == 6
 
 
-def test_device_dtype_and_process_resolution(monkeypatch):
+def test_device_dtype_and_process_resolution():
     assert cli.resolve_dtype("auto", torch.device("cuda")) == torch.float16
     expected_cpu = torch.bfloat16 if cli.cpu_has_native_bf16() else torch.float32
     assert cli.resolve_dtype("auto", torch.device("cpu")) == expected_cpu
     assert cli.resolve_dtype("auto", torch.device("mps")) == torch.float32
     assert cli.resolve_dtype("fp32", torch.device("cuda")) == torch.float32
     if not torch.cuda.is_available():
-        assert cli.resolve_device("auto").type in ("cpu", "mps")
+        assert cli.resolve_device("auto", PartialState()).type in ("cpu", "mps")
         with pytest.raises(cli.UsageError, match="CUDA is not available"):
             cli.resolve_device("cuda")
     with pytest.raises(cli.UsageError, match="is not a device"):
         cli.resolve_device("gpu0")
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PMI_RANK", "PMI_SIZE"):
-        monkeypatch.delenv(name, raising=False)
-    assert cli.ProcessInfo.from_env() == cli.ProcessInfo(0, 1, 0)
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert cli.ProcessInfo.from_env() == cli.ProcessInfo(3, 4, 1)
+    # Offloading needs an accelerator, whether the CPU was named or found by --device auto.
+    with pytest.raises(cli.UsageError, match="--device auto found none"):
+        cli.check_offload("model", "auto", torch.device("cpu"))
+    with pytest.raises(cli.UsageError, match="conflicts with --device cpu"):
+        cli.check_offload("sequential", "cpu", torch.device("cpu"))
+    cli.check_offload("model", "auto", torch.device("cuda"))
+    cli.check_offload("none", "auto", torch.device("cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="--device auto finds a GPU here")
+def test_cpu_offload_with_device_auto_on_a_cpu_only_machine_is_refused(videos, tmp_path, capsys):
+    good, _ = videos
+    code, _, err = run_cli(capsys, good, "--model", tmp_path / "no_model", "--cpu-offload", "model", "-o", tmp_path)
+    assert code == 2
+    assert err.startswith("error: --cpu-offload model needs a GPU, but --device auto found none")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_defaults_agree_with_the_pipeline():
+    from normalcrafter_pipeline import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
+
+    assert (cli.DEFAULT_MODEL_ID, cli.DEFAULT_BASE_MODEL_ID) == (DEFAULT_MODEL_ID, DEFAULT_BASE_MODEL_ID)
+
+
+def test_importing_the_cli_and_help_do_not_import_torch():
+    code = (
+        "import sys, normalcrafter_pipeline.cli as cli, normalcrafter_pipeline as package; "
+        "heavy = sorted({'torch', 'diffusers', 'transformers', 'accelerate'} & set(sys.modules)); "
+        "assert not heavy, heavy; assert package.__version__ == '0.1.0'; "
+        "sys.argv = ['normalcrafter', '--help']; cli.main()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: normalcrafter" in result.stdout and "--cpu-offload" in result.stdout
+    # The script and the module are the same command.
+    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "usage: normalcrafter" in result.stdout
+
+
+def test_a_second_run_over_a_folder_does_not_take_the_first_runs_outputs(model_dir, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_video(folder / "a.mp4", make_frames(3, 24, 32), fps=6)
+    save = ["--save", "mp4", "--save", "npy", "--save", "png16", "--save", "side_by_side"]
+    code, out, err = run_cli(capsys, folder, "--model", model_dir, *FAST, *save)
+    assert code == 0, err
+    first = sorted(os.listdir(folder))
+    assert first == ["a.mp4", "a_normals.mp4", "a_normals.npy", "a_normals_png16", "a_side_by_side.mp4"]
+    # Again over the folder and over a glob: only a.mp4 is an input; --skip-existing then skips it.
+    listed = {
+        folder: "skipped 2 output(s) of an earlier run (a_normals.mp4, a_side_by_side.mp4)",  # the folder's videos
+        folder / "*": "skipped 4 output(s) of an earlier run (a_normals.mp4, a_normals.npy, a_normals_png16, ...)",
+    }
+    for argument, notice in listed.items():
+        code, out, err = run_cli(capsys, argument, "--model", model_dir, "--skip-existing", *FAST, *save)
+        assert code == 0, err
+        assert re.findall(r"skipped (\S+): outputs exist", out) == [str(folder / "a.mp4")]
+        assert f"info: {argument}: {notice}" in out
+        assert sorted(os.listdir(folder)) == first
+    # Named explicitly, an output is an input like any other.
+    inputs, errors = cli.expand_inputs([str(folder / "a_normals.mp4")])
+    assert inputs == [folder / "a_normals.mp4"] and errors == []
+
+
+def test_library_notices_are_silenced_narrowly():
+    code = "\n".join(
+        [
+            "import logging, normalcrafter_pipeline",
+            "from huggingface_hub import hf_hub_download",
+            "try:",
+            "    hf_hub_download('x/y', 'f.json', local_dir_use_symlinks='auto')",  # what diffusers passes
+            "except Exception:",
+            "    pass",
+            "from transformers import CLIPImageProcessor",  # the torchvision fallback notice (without torchvision)
+            "CLIPImageProcessor()",
+            "logging.getLogger('transformers.utils.import_utils').warning('another warning of that logger')",
+        ]
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "local_dir_use_symlinks" not in result.stderr and "requires torchvision" not in result.stderr
+    assert "another warning of that logger" in result.stderr  # only those two notices are dropped

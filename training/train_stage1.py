@@ -10,6 +10,8 @@ preconditioning, ln(sigma) ~ N(p_mean, p_std^2) and clip lengths drawn uniformly
 
 from __future__ import annotations
 
+import sys
+
 from accelerate.logging import get_logger
 
 from normalcrafter_pipeline.training import common
@@ -101,4 +103,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    # Arguments, data and output folder are checked before any model is loaded; a problem is one line, status 2.
+    sys.exit(common.run_script(parse_args, main))

@@ -13,6 +13,7 @@ mixers stay frozen. Clip lengths are drawn uniformly from [1, 4] per batch.
 from __future__ import annotations
 
 import copy
+import sys
 
 from accelerate.logging import get_logger
 
@@ -101,4 +102,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    # Arguments, data and output folder are checked before any model is loaded; a problem is one line, status 2.
+    sys.exit(common.run_script(parse_args, main))

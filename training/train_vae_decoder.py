@@ -11,6 +11,8 @@ learns to give them back, trained on the mean angular error (+ an optional L1 te
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from accelerate.logging import get_logger
@@ -111,4 +113,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    # Arguments, data and output folder are checked before any model is loaded; a problem is one line, status 2.
+    sys.exit(common.run_script(parse_args, main))

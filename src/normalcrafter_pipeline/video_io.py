@@ -9,7 +9,10 @@ Writing: every writer takes chunks of unit normals `(k, H, W, 3)` (or single fra
 [`NormalCrafterPipeline.stream`] yields them and writes them at once. Each output is written under a hidden
 temporary name beside its final one and renamed only when the writer is closed without error, so an interrupted
 run never leaves a file that looks finished. Writers are context managers: an exception inside the `with` block
-removes the temporary output.
+removes the temporary output. The temporary name carries the writer's process id
+(`.NAME.partial-<pid>.EXT`): a process killed outright (SIGKILL, the OOM killer) cannot clean up, so every writer
+first removes the partial outputs of its final name left by processes that no longer run
+([`remove_stale_partials`]), and [`remove_own_partials`] drops this process's on a signal.
 
 - [`NormalsVideoWriter`]: H.264 mp4 of `(n + 1) / 2` as RGB (`NormalsProcessor.to_rgb`);
 - [`SideBySideVideoWriter`]: H.264 mp4 of the input frame and its normals side by side;
@@ -20,22 +23,23 @@ removes the temporary output.
 
 from __future__ import annotations
 
-import logging as std_logging
+import logging
 import math
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
-from diffusers.utils import logging
 
 from .image_processor import NormalsProcessor
-from .training.png16 import write_png16
 
-logger = logging.get_logger(__name__)
+# The stdlib logger (not diffusers'): the command line imports this module to check its inputs before it imports
+# torch, diffusers or transformers.
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ts")
@@ -45,16 +49,16 @@ DEFAULT_IMAGE_FPS = 30.0
 SIZE_MULTIPLE = 8
 
 
-class _DropRotationSizeNotice(std_logging.Filter):
+class _DropRotationSizeNotice(logging.Filter):
     """imageio-ffmpeg warns whenever a video carries rotation metadata ("The frame size for reading (w, h) is
     different from the source frame size (h, w)"). The frames it yields are already upright and our reader takes
     their size from that same header, so the notice is noise, repeated on every pass over the video."""
 
-    def filter(self, record: std_logging.LogRecord) -> bool:
+    def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("The frame size for reading")
 
 
-std_logging.getLogger("imageio_ffmpeg").addFilter(_DropRotationSizeNotice())
+logging.getLogger("imageio_ffmpeg").addFilter(_DropRotationSizeNotice())
 
 
 class VideoReadError(ValueError):
@@ -156,7 +160,7 @@ class VideoReader:
     def __repr__(self) -> str:
         return (
             f"VideoReader(path={str(self.path)!r}, kind={self.kind!r}, num_frames={self.num_frames}, "
-            f"fps={self.fps:g}, size={self.height}x{self.width}, stride={self.stride})"
+            f"fps={self.fps:g}, size={self.width}x{self.height} (width x height), stride={self.stride})"
         )
 
     def _resize(self, frame: np.ndarray, name: str) -> np.ndarray:
@@ -165,11 +169,31 @@ class VideoReader:
         source = self.source_size
         if frame.shape[:2] != source:
             raise VideoReadError(
-                f"{name}: frame size {frame.shape[0]}x{frame.shape[1]} differs from the first frame's "
-                f"{source[0]}x{source[1]}; every frame of a video must have the same size."
+                f"{name}: frame size {frame.shape[1]}x{frame.shape[0]} (width x height) differs from the first "
+                f"frame's {source[1]}x{source[0]}; every frame of a video must have the same size."
             )
         image = PIL.Image.fromarray(frame).resize((self.width, self.height), PIL.Image.Resampling.LANCZOS)
         return np.asarray(image)
+
+    def frame_files(self) -> list[Path]:
+        """The image files this reader yields, in order (empty for a video file)."""
+        if self._image_files is None:
+            return []
+        return self._image_files[:: self.stride][: self.num_frames]
+
+    def check_frame_sizes(self) -> None:
+        """Read the header of every image this reader will yield (not the pixels) and raise `VideoReadError` for
+        one that cannot be read or whose size differs from the first frame's: found before any model runs,
+        rather than minutes into a long folder of frames."""
+        height, width = self.source_size
+        for image_path in self.frame_files()[1:]:
+            other_height, other_width = _image_size(image_path, verify=False)
+            if (other_height, other_width) != (height, width):
+                raise VideoReadError(
+                    f"{self.path}: frame {image_path.name} is {other_width}x{other_height} (width x height) but the "
+                    f"first frame is {width}x{height}; every frame of a folder must have the same size: resize "
+                    "them, or split the folder into one folder per size."
+                )
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
@@ -221,14 +245,16 @@ def _load_image(path: Path) -> np.ndarray:
         raise VideoReadError(f"{path}: not a readable image ({error}).") from error
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header, without decoding the pixels."""
+def _image_size(path: Path, verify: bool = True) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding the pixels (`verify` also checks the file's
+    integrity, which reads it through)."""
     if path.stat().st_size == 0:
         raise VideoReadError(f"{path}: the file is empty (0 bytes).")
     try:
         with PIL.Image.open(path) as image:
             width, height = image.size
-            image.verify()  # catches truncated/corrupt files cheaply
+            if verify:
+                image.verify()  # catches truncated/corrupt files cheaply
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
         raise VideoReadError(f"{path}: not a readable image ({error}).") from error
     return height, width
@@ -343,7 +369,10 @@ def read_video(
         kind, image_files = "video", None
     if num_frames < 1:
         raise VideoReadError(f"{path}: the video has no frames (zero frames decoded from its video stream).")
-    return VideoReader(path, kind, fps, size, num_frames, max_res, target_fps, process_length, image_files)
+    reader = VideoReader(path, kind, fps, size, num_frames, max_res, target_fps, process_length, image_files)
+    if kind == "images":
+        reader.check_frame_sizes()
+    return reader
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -360,30 +389,124 @@ def _as_chunk(array: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+# `.NAME.partial-<pid>.EXT` (and `.NAME.partial-<pid>.EXT.shrunk.npy`, see `NpyWriter`): the final name is
+# NAME + EXT, the writer is process <pid>.
+_PARTIAL_NAME = re.compile(r"^\.(?P<stem>.+)\.partial-(?P<pid>\d+)(?P<ext>\.[^.]+)?(?P<extra>.*)$")
+
+# The temporary outputs this process has open, so that a signal handler can remove them (`remove_own_partials`).
+_OWN_PARTIALS: set[Path] = set()
+_OWN_PARTIALS_LOCK = threading.Lock()
+
+
+def partial_path(path: str | os.PathLike, pid: int | None = None) -> Path:
+    """The hidden temporary name under which process `pid` (default: this one) writes `path`."""
+    path = Path(path)
+    pid = os.getpid() if pid is None else pid
+    # The extension stays last (ffmpeg picks the container from it); the process id keeps two processes writing
+    # the same output apart, and tells a later run whether the writer still runs.
+    return path.with_name(f".{path.stem}.partial-{pid}{path.suffix}")
+
+
+def parse_partial_name(name: str) -> tuple[str, int] | None:
+    """(final name, writer's process id) of a temporary output's file name, or None for any other name."""
+    match = _PARTIAL_NAME.match(name)
+    if match is None:
+        return None
+    return match["stem"] + (match["ext"] or ""), int(match["pid"])
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether process `pid` exists (signal 0 checks existence and permission without sending anything)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists but belongs to another user
+        return True
+    except (OverflowError, ValueError):  # not a valid process id
+        return False
+    return True
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_partials(
+    folder: str | os.PathLike,
+    final_names: Iterable[str] | None = None,
+    name_suffixes: Iterable[str] | None = None,
+) -> list[Path]:
+    """Remove the temporary outputs in `folder` left by writers that no longer run (killed by SIGKILL or the OOM
+    killer, which no handler sees), and return them. Only those whose final name is in `final_names` or ends with
+    one of `name_suffixes` are considered; partials of running processes (this one included) are never touched."""
+    folder = Path(folder)
+    final_names = set(final_names or ())
+    name_suffixes = tuple(name_suffixes or ())
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no folder, or not readable: nothing of ours can be there
+        return []
+    removed = []
+    for entry in entries:
+        parsed = parse_partial_name(entry.name)
+        if parsed is None:
+            continue
+        final_name, pid = parsed
+        if final_name not in final_names and not (name_suffixes and final_name.endswith(name_suffixes)):
+            continue
+        if process_is_running(pid):
+            continue
+        path = folder / entry.name
+        _remove_path(path)
+        logger.info(f"removed {path}: a partial output of process {pid}, which no longer runs")
+        removed.append(path)
+    return removed
+
+
+def remove_own_partials() -> list[Path]:
+    """Remove every temporary output this process still has open and return them (for signal handlers: the
+    writers' own clean-up runs when the exception unwinds; this catches what a second signal cut short)."""
+    with _OWN_PARTIALS_LOCK:
+        paths = sorted(_OWN_PARTIALS)
+        _OWN_PARTIALS.clear()
+    for path in paths:
+        _remove_path(path)
+    return paths
+
+
 class _AtomicOutput:
     """Base of the writers: a hidden temporary path beside `path`, renamed to `path` on a clean close."""
 
     def __init__(self, path: str | os.PathLike, is_dir: bool = False):
         self.path = Path(path)
-        # The temporary name keeps the extension (ffmpeg picks the container from it) and the process id (two
-        # processes writing the same output never share a temporary file).
-        self.temp_path = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self.temp_path = partial_path(self.path)
         self.is_dir = is_dir
         self.num_written = 0
         self.closed = False
+        self._finished = False
         if not self.path.parent.is_dir():
             raise FileNotFoundError(
                 f"Output folder {self.path.parent} does not exist; create it first (the CLI does so for "
                 "`--output-dir`)."
             )
+        remove_stale_partials(self.path.parent, final_names=[self.path.name])
         self._remove(self.temp_path)
+        with _OWN_PARTIALS_LOCK:
+            _OWN_PARTIALS.add(self.temp_path)
+
+    def _forget(self) -> None:
+        with _OWN_PARTIALS_LOCK:
+            _OWN_PARTIALS.discard(self.temp_path)
 
     @staticmethod
     def _remove(path: Path) -> None:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
+        _remove_path(path)
 
     def __enter__(self):
         return self
@@ -400,19 +523,27 @@ class _AtomicOutput:
     def _release(self) -> None:  # release handles without finishing (on abort)
         pass
 
-    def close(self) -> None:
-        """Finish the output and give it its final name (replacing an older one)."""
-        if self.closed:
+    def finish(self) -> None:
+        """Complete the temporary output (flush, close files and encoders) without renaming it; an error drops it."""
+        if self.closed or self._finished:
             return
         try:
             self._finish()
         except BaseException:
             self.abort()
             raise
+        self._finished = True
+
+    def close(self) -> None:
+        """Finish the output and give it its final name (replacing an older one)."""
+        if self.closed:
+            return
+        self.finish()
         self.closed = True
         if self.is_dir and self.path.exists():
             self._remove(self.path)
         os.replace(self.temp_path, self.path)
+        self._forget()
 
     def abort(self) -> None:
         """Drop the temporary output; the final name is left untouched."""
@@ -420,9 +551,26 @@ class _AtomicOutput:
             return
         self.closed = True
         try:
-            self._release()
+            if not self._finished:
+                self._release()
         finally:
             self._remove(self.temp_path)
+            self._forget()
+
+
+def close_together(writers: Iterable[_AtomicOutput]) -> None:
+    """Finish every writer, then rename them all: if any one fails to finish, all are dropped, so the outputs of
+    one video appear together or not at all."""
+    writers = list(writers)
+    try:
+        for writer in writers:
+            writer.finish()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    for writer in writers:
+        writer.close()
 
 
 class VideoWriter(_AtomicOutput):
@@ -464,7 +612,10 @@ class VideoWriter(_AtomicOutput):
             )
             self._writer.send(None)  # start ffmpeg
         elif (height, width) != self._size:
-            raise ValueError(f"Frame size {height}x{width} differs from the first frame's {self._size}.")
+            raise ValueError(
+                f"Frame size {width}x{height} (width x height) differs from the first frame's "
+                f"{self._size[1]}x{self._size[0]}; every frame of a video must have the same size."
+            )
         if height % 2 or width % 2:
             frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         for frame in frames:
@@ -525,6 +676,8 @@ class Png16SequenceWriter(_AtomicOutput):
         self.temp_path.mkdir()
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
+        from .training.png16 import write_png16  # the training package imports torch: only when writing
+
         for normal in NormalsProcessor.to_uint16(_as_chunk(normals, "normals")):
             target = self.temp_path / self.name_format.format(self.num_written)
             write_png16(target, normal, compress_level=self.compress_level)
@@ -584,12 +737,16 @@ class NpyWriter(_AtomicOutput):
         if self.num_written < self.shape[0]:
             logger.warning(f"{self.path}: {self.num_written} of {self.shape[0]} announced frames were written.")
             shrunk = self.temp_path.with_name(self.temp_path.name + ".shrunk.npy")
-            out = np.lib.format.open_memmap(
-                shrunk, mode="w+", dtype=self.dtype, shape=(self.num_written,) + self.shape[1:]
-            )
-            for start in range(0, self.num_written, 64):
-                count = min(64, self.num_written - start)
-                out[start : start + count] = self._region(start, count, "r")
-            out.flush()
-            del out
-            os.replace(shrunk, self.temp_path)
+            try:
+                out = np.lib.format.open_memmap(
+                    shrunk, mode="w+", dtype=self.dtype, shape=(self.num_written,) + self.shape[1:]
+                )
+                for start in range(0, self.num_written, 64):
+                    count = min(64, self.num_written - start)
+                    out[start : start + count] = self._region(start, count, "r")
+                out.flush()
+                del out
+                os.replace(shrunk, self.temp_path)
+            except BaseException:
+                shrunk.unlink(missing_ok=True)
+                raise

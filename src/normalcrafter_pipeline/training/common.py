@@ -8,6 +8,8 @@ import logging
 import math
 import os
 import shutil
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -175,6 +177,51 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     if getattr(args, "lambda_reg", 0.0) < 0:
         raise ValueError(f"`--lambda_reg` is {args.lambda_reg}; it must be >= 0 (0 disables SFR).")
     return args
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Check the folders a run needs before any model is loaded (a missing dataset must not hide behind a model
+    download): every `--train_data_dir` root and `--validation_data_dir` holds clips, `--output_dir` can be
+    created and written, and a `--resume_from_checkpoint` path exists. Raises `FileNotFoundError` or `ValueError`
+    naming the flag, the value and the fix."""
+    for root in args.train_data_dir:
+        try:
+            list_clips(root)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"`--train_data_dir`: {error}") from None
+    if args.validation_data_dir:
+        try:
+            list_clips(args.validation_data_dir)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"`--validation_data_dir`: {error}") from None
+    resume = args.resume_from_checkpoint
+    if resume and resume != "latest" and not os.path.isdir(resume):
+        raise FileNotFoundError(
+            f"`--resume_from_checkpoint` is {resume!r}, which is not a folder; pass a checkpoint-<step> folder or "
+            "`latest`."
+        )
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=args.output_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"`--output_dir` {args.output_dir!r} cannot be written ({error.strerror or error}); pick a writable "
+            "folder."
+        ) from None
+
+
+def run_script(parse_args: Callable, main: Callable, argv: Sequence[str] | None = None) -> int:
+    """Entry point of a training script: parse and check the arguments and folders (`check_args`, `check_paths`),
+    reporting a problem as one line (exit status 2) before any model is loaded, then run `main(args)`."""
+    try:
+        args = parse_args(argv)
+        check_paths(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    main(args)
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
