@@ -473,3 +473,45 @@ def test_training_script_without_data_answers_in_one_line_without_the_network(tm
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     line = "error: `--train_data_dir`: Dataset root 'missing' does not exist; pass a folder of clip folders."
     check("train_stage1 without data (script)", result.returncode, result.stderr, tmp_path, set(), 2, error_line=line)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No reachable Hub: the README's first command on a machine without network
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("offline", [False, True], ids=["unreachable", "HF_HUB_OFFLINE"])
+def test_first_run_without_the_hub_fails_at_once_in_one_line(tmp_path, offline):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused, as with no network
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    env.update(HF_HOME=str(tmp_path / "home"), HF_ENDPOINT=endpoint, **({"HF_HUB_OFFLINE": "1"} if offline else {}))
+    clip = tmp_path / "in" / "sample_clip.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes((REPO / "examples" / "sample_clip.mp4").read_bytes())
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "infer_video.py"), str(clip), "-o", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    expected_start = (
+        "error: could not load the model 'Yanrui95/NormalCrafter': Downloads are off (HF_HUB_OFFLINE=1"
+        if offline
+        else f"error: could not load the model 'Yanrui95/NormalCrafter': The Hub cannot be reached ({endpoint}"
+    )
+    check(
+        f"no hub ({'offline' if offline else 'unreachable'})",
+        result.returncode,
+        result.stderr,
+        tmp_path,
+        {"in", "in/sample_clip.mp4", "out"} | ({"home"} if (tmp_path / "home").exists() else set()),
+        1,
+        error_start=expected_start,
+    )
+    assert "Retrying" not in result.stderr and "--model <folder>" in result.stderr
