@@ -28,7 +28,6 @@ from diffusers import (
 from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from packaging import version
-from tqdm.auto import tqdm
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 logger = logging.get_logger(__name__)  # pylint: disable=invalid-name
@@ -143,42 +142,117 @@ def compute_padding(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tu
     return pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
 
 
-def _gaussian_kernel1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    x = torch.arange(size, dtype=dtype, device=device) - size // 2
-    if size % 2 == 0:
+# Copied from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion._resize_with_antialiasing
+# with _resize_with_antialiasing->resize_with_antialiasing (the CLIP resize of SVD; public here, tested against theirs)
+def resize_with_antialiasing(input, size, interpolation="bicubic", align_corners=True):
+    h, w = input.shape[-2:]
+    factors = (h / size[0], w / size[1])
+
+    # First, we have to determine sigma
+    # Taken from skimage: https://github.com/scikit-image/scikit-image/blob/v0.19.2/skimage/transform/_warps.py#L171
+    sigmas = (
+        max((factors[0] - 1.0) / 2.0, 0.001),
+        max((factors[1] - 1.0) / 2.0, 0.001),
+    )
+
+    # Now kernel size. Good results are for 3 sigma, but that is kind of slow. Pillow uses 1 sigma
+    # https://github.com/python-pillow/Pillow/blob/master/src/libImaging/Resample.c#L206
+    # But they do it in the 2 passes, which gives better results. Let's try 2 sigmas for now
+    ks = int(max(2.0 * 2 * sigmas[0], 3)), int(max(2.0 * 2 * sigmas[1], 3))
+
+    # Make sure it is odd
+    if (ks[0] % 2) == 0:
+        ks = ks[0] + 1, ks[1]
+
+    if (ks[1] % 2) == 0:
+        ks = ks[0], ks[1] + 1
+
+    input = _gaussian_blur2d(input, ks, sigmas)
+
+    output = torch.nn.functional.interpolate(input, size=size, mode=interpolation, align_corners=align_corners)
+    return output
+
+
+# Copied from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion._compute_padding
+def _compute_padding(kernel_size):
+    """Compute padding tuple."""
+    # 4 or 6 ints:  (padding_left, padding_right,padding_top,padding_bottom)
+    # https://pytorch.org/docs/stable/nn.html#torch.nn.functional.pad
+    if len(kernel_size) < 2:
+        raise AssertionError(kernel_size)
+    computed = [k - 1 for k in kernel_size]
+
+    # for even kernels we need to do asymmetric padding :(
+    out_padding = 2 * len(kernel_size) * [0]
+
+    for i in range(len(kernel_size)):
+        computed_tmp = computed[-(i + 1)]
+
+        pad_front = computed_tmp // 2
+        pad_rear = computed_tmp - pad_front
+
+        out_padding[2 * i + 0] = pad_front
+        out_padding[2 * i + 1] = pad_rear
+
+    return out_padding
+
+
+# Copied from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion._filter2d
+def _filter2d(input, kernel):
+    # prepare kernel
+    b, c, h, w = input.shape
+    tmp_kernel = kernel[:, None, ...].to(device=input.device, dtype=input.dtype)
+
+    tmp_kernel = tmp_kernel.expand(-1, c, -1, -1)
+
+    height, width = tmp_kernel.shape[-2:]
+
+    padding_shape: list[int] = _compute_padding([height, width])
+    input = torch.nn.functional.pad(input, padding_shape, mode="reflect")
+
+    # kernel and input tensor reshape to align element-wise or batch-wise params
+    tmp_kernel = tmp_kernel.reshape(-1, 1, height, width)
+    input = input.view(-1, tmp_kernel.size(0), input.size(-2), input.size(-1))
+
+    # convolve the tensor with the kernel.
+    output = torch.nn.functional.conv2d(input, tmp_kernel, groups=tmp_kernel.size(0), padding=0, stride=1)
+
+    out = output.view(b, c, h, w)
+    return out
+
+
+# Copied from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion._gaussian
+def _gaussian(window_size: int, sigma):
+    if isinstance(sigma, float):
+        sigma = torch.tensor([[sigma]])
+
+    batch_size = sigma.shape[0]
+
+    x = (torch.arange(window_size, device=sigma.device, dtype=sigma.dtype) - window_size // 2).expand(batch_size, -1)
+
+    if window_size % 2 == 0:
         x = x + 0.5
-    kernel = torch.exp(-x.pow(2.0) / (2 * sigma**2))
-    return kernel / kernel.sum()
+
+    gauss = torch.exp(-x.pow(2.0) / (2 * sigma.pow(2.0)))
+
+    return gauss / gauss.sum(-1, keepdim=True)
 
 
-def _blur_along(images: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
-    """Depthwise 1-D convolution with reflect padding along the width (`dim=-1`) or height (`dim=-2`)."""
-    channels = images.shape[1]
-    size = kernel.numel()
-    before, after = (size - 1) // 2, (size - 1) - (size - 1) // 2
-    if dim == -1:
-        padded = F.pad(images, (before, after, 0, 0), mode="reflect")
-        weight = kernel.view(1, 1, 1, size)
+# Copied from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion._gaussian_blur2d
+def _gaussian_blur2d(input, kernel_size, sigma):
+    if isinstance(sigma, tuple):
+        sigma = torch.tensor([sigma], dtype=input.dtype)
     else:
-        padded = F.pad(images, (0, 0, before, after), mode="reflect")
-        weight = kernel.view(1, 1, size, 1)
-    return F.conv2d(padded, weight.expand(channels, 1, *weight.shape[2:]), groups=channels)
+        sigma = sigma.to(dtype=input.dtype)
 
+    ky, kx = int(kernel_size[0]), int(kernel_size[1])
+    bs = sigma.shape[0]
+    kernel_x = _gaussian(kx, sigma[:, 1].view(bs, 1))
+    kernel_y = _gaussian(ky, sigma[:, 0].view(bs, 1))
+    out_x = _filter2d(input, kernel_x[..., None, :])
+    out = _filter2d(out_x, kernel_y[..., None])
 
-def resize_with_antialiasing(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Gaussian blur, then bicubic resize (`align_corners=True`): the CLIP resize of Stable Video Diffusion.
-
-    The blur's sigma per axis is `max((scale - 1) / 2, 0.001)` and its kernel covers two sigmas on each side (at
-    least 3 taps, always odd), as in the original SVD implementation. `images` is `[N, C, H, W]`.
-    """
-    height, width = images.shape[-2:]
-    sigma_h = max((height / size[0] - 1.0) / 2.0, 0.001)
-    sigma_w = max((width / size[1] - 1.0) / 2.0, 0.001)
-    size_h, size_w = int(max(4.0 * sigma_h, 3)), int(max(4.0 * sigma_w, 3))
-    size_h, size_w = size_h + (size_h % 2 == 0), size_w + (size_w % 2 == 0)
-    blurred = _blur_along(images, _gaussian_kernel1d(size_w, sigma_w, images.dtype, images.device), dim=-1)
-    blurred = _blur_along(blurred, _gaussian_kernel1d(size_h, sigma_h, images.dtype, images.device), dim=-2)
-    return F.interpolate(blurred, size=size, mode="bicubic", align_corners=True)
+    return out
 
 
 def normalize_normals(normals: torch.Tensor, dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
@@ -347,6 +421,8 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
         converted.load_state_dict(unet.state_dict(keep_vars=True), strict=True, assign=True)
         return converted.train(unet.training)
 
+    # Adapted from diffusers.models.unets.unet_spatio_temporal_condition.UNetSpatioTemporalConditionModel.forward
+    # (diffusers 0.42). Changed lines are marked "# changed:"; everything else follows the stock forward.
     def forward(
         self,
         sample: torch.Tensor,
@@ -359,13 +435,68 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
         Args:
             sample (`torch.Tensor`): `[batch, frames, channels, height, width]`.
             timestep (`torch.Tensor`, `float` or `int`): the (continuous) timestep.
-            encoder_hidden_states (`torch.Tensor`): `[batch * frames, 1, dim]` or `[batch, 1, dim]`.
+            encoder_hidden_states (`torch.Tensor`): `[batch * frames, 1, dim]` (one per frame, frames of a video
+                contiguous) or `[batch, 1, dim]` (one per video, the stock behaviour).
             added_time_ids (`torch.Tensor`): `[batch, 3]` (fps, motion bucket id, noise augmentation strength).
             return_dict (`bool`): return a `UNetSpatioTemporalConditionOutput` instead of a tuple.
         """
+        # By default samples have to be AT least a multiple of the overall upsampling factor.
+        # The overall upsampling factor is equal to 2 ** (# num of upsampling layears).
+        # However, the upsampling interpolation output size can be forced to fit any upsampling size
+        # on the fly if necessary.
+        default_overall_up_factor = 2**self.num_upsamplers
+
+        # upsample size should be forwarded when sample is not a multiple of `default_overall_up_factor`
+        forward_upsample_size = False
+        upsample_size = None
+
+        if any(s % default_overall_up_factor != 0 for s in sample.shape[-2:]):
+            forward_upsample_size = True  # changed: no log line per call (every window would log it)
+
+        # 1. time
+        timesteps = timestep
+        if not torch.is_tensor(timesteps):
+            # changed: the dtype choice inlined (diffusers' helper for it is newer than the releases we support)
+            is_float = isinstance(timestep, float)
+            if sample.device.type == "mps":
+                dtype = torch.float32 if is_float else torch.int32
+            else:
+                dtype = torch.float64 if is_float else torch.int64
+            timesteps = torch.tensor([timesteps], dtype=dtype, device=sample.device)
+        elif len(timesteps.shape) == 0:
+            timesteps = timesteps[None].to(sample.device)
+
+        # broadcast to batch dimension in a way that's compatible with ONNX/Core ML
         batch_size, num_frames = sample.shape[:2]
+        timesteps = timesteps.expand(batch_size)
+
+        t_emb = self.time_proj(timesteps)
+
+        # `Timesteps` does not contain any weights and will always return f32 tensors
+        # but time_embedding might actually be running in fp16. so we need to cast here.
+        # there might be better ways to encapsulate this.
+        t_emb = t_emb.to(dtype=sample.dtype)
+
+        emb = self.time_embedding(t_emb)
+
+        time_embeds = self.add_time_proj(added_time_ids.flatten())
+        time_embeds = time_embeds.reshape((batch_size, -1))
+        time_embeds = time_embeds.to(emb.dtype)
+        aug_emb = self.add_embedding(time_embeds)
+        emb = emb + aug_emb
+
+        # Flatten the batch and frames dimensions
+        # sample: [batch, frames, channels, height, width] -> [batch * frames, channels, height, width]
+        sample = sample.flatten(0, 1)
+        # Repeat the embeddings num_video_frames times
+        # emb: [batch, channels] -> [batch * frames, channels]
+        emb = emb.repeat_interleave(num_frames, dim=0, output_size=emb.shape[0] * num_frames)
+        # changed: encoder_hidden_states is repeated only when there is one per video; one per frame is kept as is
         if encoder_hidden_states.shape[0] == batch_size:
-            encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_frames, dim=0)
+            # encoder_hidden_states: [batch, 1, channels] -> [batch * frames, 1, channels]
+            encoder_hidden_states = encoder_hidden_states.repeat_interleave(
+                num_frames, dim=0, output_size=encoder_hidden_states.shape[0] * num_frames
+            )
         elif encoder_hidden_states.shape[0] != batch_size * num_frames:
             raise ValueError(
                 f"`encoder_hidden_states` has {encoder_hidden_states.shape[0]} embeddings for a batch of "
@@ -373,42 +504,27 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
                 f"{batch_size * num_frames} (one per frame)."
             )
 
-        # Sizes that are not multiples of the overall up-sampling factor need explicit up-sampling sizes.
-        forward_upsample_size = any(s % 2**self.num_upsamplers != 0 for s in sample.shape[-2:])
-
-        # 1. time
-        timesteps = timestep
-        if not torch.is_tensor(timesteps):
-            is_float = isinstance(timestep, float)
-            if sample.device.type == "mps":
-                dtype = torch.float32 if is_float else torch.int32
-            else:
-                dtype = torch.float64 if is_float else torch.int64
-            timesteps = torch.tensor([timesteps], dtype=dtype, device=sample.device)
-        elif timesteps.ndim == 0:
-            timesteps = timesteps[None].to(sample.device)
-        timesteps = timesteps.expand(batch_size)
-
-        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype))
-        time_embeds = self.add_time_proj(added_time_ids.flatten()).reshape((batch_size, -1)).to(emb.dtype)
-        emb = emb + self.add_embedding(time_embeds)
-        emb = emb.repeat_interleave(num_frames, dim=0)  # [B*F, C]
-
         # 2. pre-process
-        sample = self.conv_in(sample.flatten(0, 1))  # [B*F, C, h, w]
+        sample = self.conv_in(sample)
+
         image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
 
-        # 3. down
         down_block_res_samples = (sample,)
-        for block in self.down_blocks:
-            kwargs = (
-                {"encoder_hidden_states": encoder_hidden_states}
-                if getattr(block, "has_cross_attention", False)
-                else {}
-            )
-            sample, res_samples = block(
-                hidden_states=sample, temb=emb, image_only_indicator=image_only_indicator, **kwargs
-            )
+        for downsample_block in self.down_blocks:
+            if hasattr(downsample_block, "has_cross_attention") and downsample_block.has_cross_attention:
+                sample, res_samples = downsample_block(
+                    hidden_states=sample,
+                    temb=emb,
+                    encoder_hidden_states=encoder_hidden_states,
+                    image_only_indicator=image_only_indicator,
+                )
+            else:
+                sample, res_samples = downsample_block(
+                    hidden_states=sample,
+                    temb=emb,
+                    image_only_indicator=image_only_indicator,
+                )
+
             down_block_res_samples += res_samples
 
         # 4. mid
@@ -420,32 +536,46 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
         )
 
         # 5. up
-        for i, block in enumerate(self.up_blocks):
-            res_samples = down_block_res_samples[-len(block.resnets) :]
-            down_block_res_samples = down_block_res_samples[: -len(block.resnets)]
+        for i, upsample_block in enumerate(self.up_blocks):
             is_final_block = i == len(self.up_blocks) - 1
-            upsample_size = (
-                down_block_res_samples[-1].shape[2:] if forward_upsample_size and not is_final_block else None
-            )
-            kwargs = (
-                {"encoder_hidden_states": encoder_hidden_states}
-                if getattr(block, "has_cross_attention", False)
-                else {}
-            )
-            sample = block(
-                hidden_states=sample,
-                temb=emb,
-                res_hidden_states_tuple=res_samples,
-                upsample_size=upsample_size,
-                image_only_indicator=image_only_indicator,
-                **kwargs,
-            )
+
+            res_samples = down_block_res_samples[-len(upsample_block.resnets) :]
+            down_block_res_samples = down_block_res_samples[: -len(upsample_block.resnets)]
+
+            # if we have not reached the final block and need to forward the
+            # upsample size, we do it here
+            if not is_final_block and forward_upsample_size:
+                upsample_size = down_block_res_samples[-1].shape[2:]
+
+            if hasattr(upsample_block, "has_cross_attention") and upsample_block.has_cross_attention:
+                sample = upsample_block(
+                    hidden_states=sample,
+                    temb=emb,
+                    res_hidden_states_tuple=res_samples,
+                    encoder_hidden_states=encoder_hidden_states,
+                    upsample_size=upsample_size,
+                    image_only_indicator=image_only_indicator,
+                )
+            else:
+                sample = upsample_block(
+                    hidden_states=sample,
+                    temb=emb,
+                    res_hidden_states_tuple=res_samples,
+                    upsample_size=upsample_size,
+                    image_only_indicator=image_only_indicator,
+                )
 
         # 6. post-process
-        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
+        sample = self.conv_norm_out(sample)
+        sample = self.conv_act(sample)
+        sample = self.conv_out(sample)
+
+        # 7. Reshape back to original shape
         sample = sample.reshape(batch_size, num_frames, *sample.shape[1:])
+
         if not return_dict:
             return (sample,)
+
         return UNetSpatioTemporalConditionOutput(sample=sample)
 
 
@@ -858,7 +988,6 @@ class NormalCrafterPipeline(DiffusionPipeline):
         num_inference_steps: int = 1,
         decode_chunk_size: int = 7,
         output_type: str = "np",
-        num_frames: int | None = None,
         encode_chunk_size: int = 7,
     ) -> Iterator[np.ndarray | torch.Tensor]:
         r"""Estimate normals for a video of any length, yielding them in order as soon as they are final.
@@ -878,7 +1007,6 @@ class NormalCrafterPipeline(DiffusionPipeline):
                 are counted from frame 0, so the result does not depend on how the video is read.
             output_type (`str`, defaults to `"np"`): `"np"` yields `(k, H, W, 3)` float32 arrays, `"pt"` yields
                 `[k, 3, H, W]` tensors, `"latent"` yields the merged latents `[k, C, h, w]`.
-            num_frames (`int`, *optional*): the video's length if known, for the progress bar only.
             encode_chunk_size (`int`, defaults to 7): frames CLIP and the VAE encoder see at once (memory against
                 speed; both encode each frame on its own).
 
@@ -889,28 +1017,20 @@ class NormalCrafterPipeline(DiffusionPipeline):
             window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
         )
         frames = self.video_processor.as_frames(video)
-        if num_frames is None and hasattr(frames, "__len__"):
-            num_frames = len(frames)
-
         denoiser = WindowedDenoiser(self, window_size, overlap, num_inference_steps, encode_chunk_size)
         size = None  # (H, W) of frame 0; every later frame must match it
         undecoded: list[torch.Tensor] = []  # final latents waiting for a full decode chunk
-        # A bar over frames (not windows); `set_progress_bar_config(disable=True)` silences it as usual.
-        bar_config = {"desc": "Normals", "unit": "frame", **getattr(self, "_progress_bar_config", {})}
-        with tqdm(total=num_frames, **bar_config) as progress:
+        # A bar over the frames read (outputs follow within a window); `set_progress_bar_config` applies as usual.
+        with self.progress_bar(frames) as progress:
+            progress.unit = "frame"
             # 1. Read, pad and hand each frame to the windowed denoiser; 2. decode the latents that became final
-            for index, frame in enumerate(frames):
+            for index, frame in enumerate(progress):
                 pixels, size = self.video_processor.preprocess(frame, index, size)  # [3, Hp, Wp]
                 for latents in denoiser.add(pixels):
                     undecoded.append(latents)
-                    for output in self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=False):
-                        progress.update(output.shape[0])
-                        yield output
-            for latents in denoiser.finish():
-                undecoded.append(latents)
-            for output in self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=True):
-                progress.update(output.shape[0])
-                yield output
+                    yield from self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=False)
+        undecoded.extend(denoiser.finish())
+        yield from self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=True)
         self.maybe_free_model_hooks()
 
     def _stream_outputs(
@@ -981,7 +1101,6 @@ class NormalCrafterPipeline(DiffusionPipeline):
             num_inference_steps=num_inference_steps,
             decode_chunk_size=decode_chunk_size,
             output_type=output_type,
-            num_frames=announced,
             encode_chunk_size=encode_chunk_size,
         )
         if output_type == "np":
