@@ -245,8 +245,7 @@ def test_each_frame_is_conditioned_on_its_own_clip_embedding(pipe, monkeypatch):
         return unet_forward(sample, timestep, encoder_hidden_states[: sample.shape[0]], **kwargs)
 
     monkeypatch.setattr(pipe.unet, "forward", first_embedding_only)
-    np.testing.assert_array_equal(pipe(video).normals, pipe(video[:]).normals)
-    with_first_only = pipe(video).normals
+    with_first_only = pipe(video).normals  # frame 3's changed embedding still in place
     monkeypatch.setattr(pipe, "encode_image_embeddings", encode)
     np.testing.assert_array_equal(pipe(video).normals, with_first_only)
 
