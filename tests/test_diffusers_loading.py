@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, UNetSpatioTemporalConditionModel
-from test_loading import VIDEO, assert_same_normals, make_svd_layout, make_unet_vae_repo, put_in_hub_cache, run
+from test_loading import (
+    VIDEO,
+    assert_same_normals,
+    make_svd_layout,
+    make_unet_vae_repo,
+    put_in_hub_cache,
+    run,
+)
 
 from normalcrafter_pipeline import NormalCrafterPipeline, NormalCrafterUNet
 from normalcrafter_pipeline.testing_utils import tiny_components, tiny_pipeline
@@ -62,15 +69,6 @@ def run_without_package(load_script: str, tmp_path: Path, **env) -> np.ndarray:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return np.load(out)
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A tiny float64 pipeline saved with `save_pretrained`, and its outputs."""
-    pipe = tiny_pipeline(seed=0).to(dtype=torch.float64)
-    folder = tmp_path_factory.mktemp("saved") / "normalcrafter"
-    pipe.save_pretrained(folder)
-    return folder, run(pipe)
 
 
 def test_saved_folder_follows_the_custom_pipeline_layout(saved):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from normalcrafter_pipeline import BaseModelUnavailableError, NormalCrafterPipeline, NormalCrafterUNet
-from normalcrafter_pipeline.testing_utils import tiny_components, tiny_pipeline
+from normalcrafter_pipeline.testing_utils import tiny_components
 
 VIDEO = np.random.RandomState(3).randint(0, 256, (5, 40, 50, 3), dtype=np.uint8)
 
@@ -35,15 +35,6 @@ def assert_same_normals(actual, expected):
     the CPU kernels' summation order; float64 keeps that at ~1e-12 where the random tiny model would amplify
     float32 rounding.)"""
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A tiny float64 pipeline saved with `save_pretrained`, and its outputs."""
-    pipe = tiny_pipeline(seed=0).to(dtype=torch.float64)
-    folder = tmp_path_factory.mktemp("saved") / "normalcrafter"
-    pipe.save_pretrained(folder)
-    return folder, run(pipe)
 
 
 def make_svd_layout(saved_folder: Path, target: Path) -> Path:
