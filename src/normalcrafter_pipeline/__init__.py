@@ -1,6 +1,5 @@
 """normalcrafter-pipeline: temporally consistent surface normals from videos of any length."""
 
-from .image_processor import NormalsProcessor
 from .metrics import (
     METRIC_NAMES,
     THRESHOLDS_DEG,
@@ -13,6 +12,7 @@ from .metrics import (
     summarize_errors,
     temporal_change_error,
 )
+from .normals_processor import NormalsProcessor
 from .pipeline_normalcrafter import (
     DEFAULT_BASE_MODEL_ID,
     DEFAULT_MODEL_ID,

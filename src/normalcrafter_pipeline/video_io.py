@@ -32,7 +32,7 @@ import numpy as np
 import PIL.Image
 from diffusers.utils import logging
 
-from .image_processor import NormalsProcessor
+from .normals_processor import NormalsProcessor
 from .training.png16 import write_png16
 
 logger = logging.get_logger(__name__)

@@ -28,7 +28,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from ..image_processor import NormalsProcessor
+from ..normals_processor import NormalsProcessor
 from .png16 import read_png16, write_png16
 
 AXIS_CONVENTION = "opengl_camera"
