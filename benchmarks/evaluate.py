@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from normalcrafter_pipeline import DEFAULT_MODEL_ID, NormalCrafterPipeline
+from normalcrafter_pipeline.formats.clips import list_clips, load_clip
 from normalcrafter_pipeline.metrics import (
     THRESHOLDS_DEG,
     ErrorAccumulator,
@@ -39,7 +40,6 @@ from normalcrafter_pipeline.metrics import (
     reprojection_error,
     temporal_change_error,
 )
-from normalcrafter_pipeline.training.data import list_clips, load_clip
 
 logger = logging.getLogger("normalcrafter_pipeline.evaluate")
 

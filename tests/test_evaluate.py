@@ -6,8 +6,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from normalcrafter_pipeline.formats.clips import load_clip, write_clip
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
-from normalcrafter_pipeline.training.data import load_clip, write_clip
 from normalcrafter_pipeline.training.renderer import render_dataset
 
 SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "evaluate.py")

@@ -1,5 +1,6 @@
 """normalcrafter-pipeline: temporally consistent surface normals from videos of any length."""
 
+from .formats.png16 import read_png16, write_png16
 from .metrics import (
     METRIC_NAMES,
     THRESHOLDS_DEG,
@@ -28,7 +29,6 @@ from .pipeline_normalcrafter import (
     predict_window_latents,
     resize_with_antialiasing,
 )
-from .training.png16 import read_png16, write_png16
 from .video_io import (
     NormalsVideoWriter,
     NpyWriter,

@@ -32,8 +32,8 @@ import numpy as np
 import PIL.Image
 from diffusers.utils import logging
 
+from .formats.png16 import write_png16
 from .normals_processor import NormalsProcessor
-from .training.png16 import write_png16
 
 logger = logging.get_logger(__name__)
 
@@ -514,7 +514,7 @@ class SideBySideVideoWriter(VideoWriter):
 class Png16SequenceWriter(_AtomicOutput):
     """A folder of 16-bit RGB PNGs `frame_000000.png`, ... with `round((n + 1) / 2 * 65535)` per channel.
 
-    Read a frame back with `normalcrafter_pipeline.training.png16.read_png16` then `NormalsProcessor.from_uint16`
+    Read a frame back with `normalcrafter_pipeline.formats.png16.read_png16` then `NormalsProcessor.from_uint16`
     (exact to 1/65535 per channel). The folder is written under a temporary name and renamed when complete.
     """
 

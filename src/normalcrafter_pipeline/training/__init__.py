@@ -1,7 +1,8 @@
 """Training recipe of NormalCrafter: EDM preconditioning, losses, SFR, data, the synthetic renderer and the pieces
-shared by the scripts in `training/`. See training/README.md."""
+shared by the scripts in `training/`. See training/README.md. The clip format and the 16-bit PNG codec the data
+is stored in are in `normalcrafter_pipeline.formats`."""
 
-from .data import ClipBatchSampler, NormalClipDataset, list_clips, load_clip, read_meta, write_clip
+from .data import ClipBatchSampler, NormalClipDataset
 from .edm import add_noise, edm_coefficients, edm_denoise, sample_sigmas
 from .freeze import TEMPORAL_PARAMETER_KEYS, freeze_temporal_layers, is_temporal_parameter
 from .losses import (
@@ -14,7 +15,6 @@ from .losses import (
     masked_l1_loss,
     sfr_alignment_loss,
 )
-from .png16 import read_png16, write_png16
 from .renderer import render_clip, render_dataset
 from .schedule import get_warmup_exponential_scheduler, warmup_exponential_factor
 from .sfr import DEFAULT_DINO_MODEL, DinoFeatures, FeatureTap, SFRProjector, match_grid, sfr_loss
@@ -50,12 +50,8 @@ __all__ = [
     "freeze_temporal_layers",
     "get_warmup_exponential_scheduler",
     "is_temporal_parameter",
-    "list_clips",
-    "load_clip",
     "masked_l1_loss",
     "match_grid",
-    "read_meta",
-    "read_png16",
     "render_clip",
     "render_dataset",
     "sample_sigmas",
@@ -65,6 +61,4 @@ __all__ = [
     "stage2_loss",
     "vae_decoder_loss",
     "warmup_exponential_factor",
-    "write_clip",
-    "write_png16",
 ]

@@ -16,8 +16,9 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 
+from ..formats.clips import clip_num_frames, list_clips, load_clip
 from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID, NormalCrafterPipeline
-from .data import ClipBatchSampler, NormalClipDataset, clip_num_frames, list_clips, load_clip
+from .data import ClipBatchSampler, NormalClipDataset
 from .losses import angular_error_degrees
 from .schedule import get_warmup_exponential_scheduler
 from .sfr import DEFAULT_DINO_MODEL
