@@ -35,7 +35,7 @@ from normalcrafter_pipeline.metrics import (
     THRESHOLDS_DEG,
     ErrorAccumulator,
     MeanAccumulator,
-    angular_error_deg,
+    angular_error_map_deg,
     mean_of_means,
     reprojection_error,
     temporal_change_error,
@@ -141,7 +141,7 @@ def score_clip(
     pooling over the dataset.
     """
     target, mask = clip["normal"], clip["mask"]
-    errors = angular_error_deg(pred, target, mask)  # [F, H, W], NaN where not scored
+    errors = angular_error_map_deg(pred, target, mask)  # [F, H, W], NaN where not scored
     accumulator = ErrorAccumulator()
     frames = []
     for index, frame_errors in enumerate(errors):

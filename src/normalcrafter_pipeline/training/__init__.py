@@ -7,12 +7,12 @@ from .edm import add_noise, edm_coefficients, edm_denoise, sample_sigmas
 from .freeze import TEMPORAL_PARAMETER_KEYS, freeze_temporal_layers, is_temporal_parameter
 from .losses import (
     NonFiniteLossError,
-    angular_error_degrees,
     angular_loss,
     check_finite,
     dsm_loss,
     dsm_weight,
     masked_l1_loss,
+    mean_angular_error_deg,
     sfr_alignment_loss,
 )
 from .renderer import render_clip, render_dataset
@@ -37,7 +37,6 @@ __all__ = [
     "NormalClipDataset",
     "SFRProjector",
     "add_noise",
-    "angular_error_degrees",
     "angular_loss",
     "check_finite",
     "decode_normal_latents",
@@ -52,6 +51,7 @@ __all__ = [
     "is_temporal_parameter",
     "masked_l1_loss",
     "match_grid",
+    "mean_angular_error_deg",
     "render_clip",
     "render_dataset",
     "sample_sigmas",
