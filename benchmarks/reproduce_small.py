@@ -20,7 +20,6 @@ absolute accuracy. Semantic feature regularisation needs DINOv2 weights, which c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import shlex
@@ -30,21 +29,13 @@ import time
 
 import torch
 
+from normalcrafter_pipeline.evaluation import evaluate_model
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.training import render_dataset
 from normalcrafter_pipeline.training.testing import save_tiny_dino
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-
-
-def load_evaluator():
-    spec = importlib.util.spec_from_file_location(
-        "normalcrafter_benchmarks_evaluate", os.path.join(HERE, "evaluate.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.evaluate_model
 
 
 def run_script(name: str, arguments: list[str], log_path: str) -> float:
@@ -100,7 +91,6 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     work = os.path.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
-    evaluate_model = load_evaluator()
     timings = {}
 
     # 1. Data: a training set and a held-out set from different seeds.

@@ -17,9 +17,9 @@ from accelerate import PartialState
 from test_video_io import decode_all, make_frames, write_video
 
 from normalcrafter_pipeline import NormalCrafterPipeline, cli
-from normalcrafter_pipeline.image_processor import NormalsProcessor
+from normalcrafter_pipeline.formats.png16 import read_png16
+from normalcrafter_pipeline.normals_processor import NormalsProcessor
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
-from normalcrafter_pipeline.training.png16 import read_png16
 from normalcrafter_pipeline.video_io import read_video
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,27 +1,19 @@
-import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import PIL.Image
 import pytest
 
+from normalcrafter_pipeline import evaluation
+from normalcrafter_pipeline.formats.clips import load_clip, write_clip
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
-from normalcrafter_pipeline.training.data import load_clip, write_clip
 from normalcrafter_pipeline.training.renderer import render_dataset
 
-SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "evaluate.py")
+ENTRY_POINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "benchmarks", "evaluate.py")
 WINDOW = {"window_size": 3, "overlap": 1, "decode_chunk_size": 2, "show_progress": False}
-
-
-def _load_evaluate():
-    spec = importlib.util.spec_from_file_location("normalcrafter_benchmarks_evaluate", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate = _load_evaluate()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,7 @@ def _mtimes(folder):
 
 def test_evaluate_end_to_end_and_resume(dataset, model_dir, tmp_path):
     out = tmp_path / "out"
-    result = evaluate.evaluate_model(model_dir, dataset, out, **WINDOW)
+    result = evaluation.evaluate_model(model_dir, dataset, out, **WINDOW)
     assert (result["num_scored"], result["num_skipped"]) == (2, 0)
 
     clips_dir = out / "clips"
@@ -72,15 +64,15 @@ def test_evaluate_end_to_end_and_resume(dataset, model_dir, tmp_path):
     assert total["normals"]["mean"] == pytest.approx(weighted)
 
     before = _mtimes(clips_dir)
-    again = evaluate.evaluate_model(model_dir, dataset, out, **WINDOW)
+    again = evaluation.evaluate_model(model_dir, dataset, out, **WINDOW)
     assert (again["num_scored"], again["num_skipped"]) == (0, 2)
     assert _mtimes(clips_dir) == before
     assert again["total"] == result["total"]
 
     # Other settings re-score every clip; so does resume=False.
-    changed = evaluate.evaluate_model(model_dir, dataset, out, **{**WINDOW, "overlap": 2})
+    changed = evaluation.evaluate_model(model_dir, dataset, out, **{**WINDOW, "overlap": 2})
     assert changed["num_scored"] == 2
-    forced = evaluate.evaluate_model(model_dir, dataset, out, **{**WINDOW, "overlap": 2}, resume=False)
+    forced = evaluation.evaluate_model(model_dir, dataset, out, **{**WINDOW, "overlap": 2}, resume=False)
     assert forced["num_scored"] == 2
 
 
@@ -93,7 +85,7 @@ def test_evaluate_scores_ground_truth_normals_as_exact(tmp_path):
         def __call__(self, frames, **kwargs):
             return type("Output", (), {"normals": truth})()
 
-    result = evaluate.evaluate_model(Oracle(), tmp_path / "data", tmp_path / "out", model_name="oracle", **WINDOW)
+    result = evaluation.evaluate_model(Oracle(), tmp_path / "data", tmp_path / "out", model_name="oracle", **WINDOW)
     total = result["total"]
     assert total["normals"]["mean"] < 0.01 and total["normals"]["under_5"] == 100.0
     assert total["temporal_change"] < 0.01
@@ -103,12 +95,11 @@ def test_evaluate_scores_ground_truth_normals_as_exact(tmp_path):
 
 def test_cli_per_frame_heatmaps_and_max_res(dataset, model_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = evaluate.parse_args(
-        ["--model", model_dir, "--data", dataset, "--out", str(out), "--per-frame", "--heatmaps", "--max-res", "24"]
-    )
-    result = evaluate.main(args)
-    assert result["settings"]["window_size"] == 1 and result["settings"]["overlap"] == 0
-    assert result["settings"]["max_res"] == 24
+    argv = ["--model", model_dir, "--data", dataset, "--out", str(out), "--per-frame", "--heatmaps", "--max-res", "24"]
+    assert evaluation.main(argv) == 0
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["window_size"] == 1 and settings["overlap"] == 0
+    assert settings["max_res"] == 24
     assert "pooled" in capsys.readouterr().out
     heatmaps = sorted(os.listdir(out / "heatmaps" / "clip_00001"))
     assert heatmaps == [f"{i:05d}.png" for i in range(5)]
@@ -117,13 +108,13 @@ def test_cli_per_frame_heatmaps_and_max_res(dataset, model_dir, tmp_path, capsys
 
 def test_pipeline_object_is_used_as_given(dataset, tmp_path):
     pipe = tiny_pipeline(1)
-    result = evaluate.evaluate_model(pipe, dataset, tmp_path / "obj", per_frame=True, **WINDOW)
+    result = evaluation.evaluate_model(pipe, dataset, tmp_path / "obj", per_frame=True, **WINDOW)
     assert result["num_scored"] == 2
     assert result["settings"]["per_frame"] is True
 
 
 def test_error_heatmap_colours():
-    image = evaluate.error_heatmap(np.array([[0.0, 45.0, 90.0, np.nan]]), max_deg=45.0)
+    image = evaluation.error_heatmap(np.array([[0.0, 45.0, 90.0, np.nan]]), max_deg=45.0)
     assert image.dtype == np.uint8 and image.shape == (1, 4, 3)
     np.testing.assert_array_equal(image[0, 1], image[0, 2])  # clipped at max_deg
     np.testing.assert_array_equal(image[0, 3], [0, 0, 0])
@@ -132,13 +123,13 @@ def test_error_heatmap_colours():
 
 def test_bad_arguments_raise(dataset, model_dir, tmp_path):
     with pytest.raises(ValueError, match="`overlap`"):
-        evaluate.evaluate_model(model_dir, dataset, tmp_path, window_size=3, overlap=3)
+        evaluation.evaluate_model(model_dir, dataset, tmp_path, window_size=3, overlap=3)
     with pytest.raises(ValueError, match="`window_size`"):
-        evaluate.evaluate_model(model_dir, dataset, tmp_path, window_size=0)
+        evaluation.evaluate_model(model_dir, dataset, tmp_path, window_size=0)
     with pytest.raises(ValueError, match="`dtype`"):
-        evaluate.evaluate_model(model_dir, dataset, tmp_path, dtype="float64")
+        evaluation.evaluate_model(model_dir, dataset, tmp_path, dtype="float64")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        evaluate.evaluate_model(model_dir, tmp_path / "missing", tmp_path)
+        evaluation.evaluate_model(model_dir, tmp_path / "missing", tmp_path)
 
 
 def test_clip_with_empty_mask_raises_naming_the_clip(model_dir, tmp_path):
@@ -147,4 +138,16 @@ def test_clip_with_empty_mask_raises_naming_the_clip(model_dir, tmp_path):
     normal[..., 2] = 1.0
     write_clip(tmp_path / "data" / "empty", rgb, normal, mask=np.zeros((2, 16, 16), dtype=bool))
     with pytest.raises(ValueError, match="empty.*no valid pixel"):
-        evaluate.evaluate_model(model_dir, tmp_path / "data", tmp_path / "out", **WINDOW)
+        evaluation.evaluate_model(model_dir, tmp_path / "data", tmp_path / "out", **WINDOW)
+
+
+def test_cli_reports_bad_input_without_traceback(model_dir, tmp_path, capsys):
+    argv = ["--model", model_dir, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]
+    assert evaluation.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "missing" in err and "Traceback" not in err
+
+
+def test_benchmarks_script_is_the_same_command():
+    result = subprocess.run([sys.executable, ENTRY_POINT, "--help"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("usage: normalcrafter-evaluate") and "--per-frame" in result.stdout

@@ -10,7 +10,7 @@ from normalcrafter_pipeline.metrics import (
     ErrorAccumulator,
     MeanAccumulator,
     angle_between_deg,
-    angular_error_deg,
+    angular_error_map_deg,
     mean_of_means,
     normal_metrics,
     per_frame_metrics,
@@ -44,29 +44,29 @@ def _random_normals(shape, seed=0) -> np.ndarray:
 def test_hand_computed_angles():
     target = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     pred = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
-    np.testing.assert_allclose(angular_error_deg(pred, target), [0.0, 180.0, 90.0, 45.0], atol=1e-12)
+    np.testing.assert_allclose(angular_error_map_deg(pred, target), [0.0, 180.0, 90.0, 45.0], atol=1e-12)
 
 
 def test_prediction_is_normalised_and_nearly_identical_vectors_are_not_nan():
     target = _random_normals((50,), seed=1)
-    error = angular_error_deg(3.0 * target, target)
+    error = angular_error_map_deg(3.0 * target, target)
     assert np.all(np.isfinite(error))
     np.testing.assert_allclose(error, 0.0, atol=1e-5)
     in_yz_plane = target * [0.0, 1.0, 1.0]  # rotating about x turns these by exactly the rotation angle
-    np.testing.assert_allclose(angular_error_deg(_rotate_x(in_yz_plane, 0.001), in_yz_plane), 0.001, atol=1e-5)
+    np.testing.assert_allclose(angular_error_map_deg(_rotate_x(in_yz_plane, 0.001), in_yz_plane), 0.001, atol=1e-5)
 
 
 def test_degenerate_predictions():
     target = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     pred = np.array([[0.0, 0.0, 0.0], [np.nan, 0.0, 1.0]])
-    np.testing.assert_allclose(angular_error_deg(pred, target), [90.0, 180.0])
+    np.testing.assert_allclose(angular_error_map_deg(pred, target), [90.0, 180.0])
 
 
 def test_mask_and_invalid_ground_truth_are_not_scored():
     target = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [np.nan, 0.0, 1.0], [0.0, 0.0, 1.0]])
     pred = np.array([[0.0, 1.0, 0.0]] * 4)
     mask = np.array([True, True, True, False])
-    error = angular_error_deg(pred, target, mask)
+    error = angular_error_map_deg(pred, target, mask)
     np.testing.assert_array_equal(np.isnan(error), [False, True, True, True])
     assert error[0] == pytest.approx(90.0)
     np.testing.assert_array_equal(valid_pixels(target), [True, False, False, True])
@@ -90,11 +90,11 @@ def test_empty_mask_raises():
 def test_bad_shapes_raise():
     normals = _random_normals((2, 4, 4))
     with pytest.raises(ValueError, match="`pred` has shape"):
-        angular_error_deg(normals[:1], normals)
+        angular_error_map_deg(normals[:1], normals)
     with pytest.raises(ValueError, match="`mask` has shape"):
-        angular_error_deg(normals, normals, np.ones((2, 4), dtype=bool))
+        angular_error_map_deg(normals, normals, np.ones((2, 4), dtype=bool))
     with pytest.raises(ValueError, match="last axis of 3"):
-        angular_error_deg(normals[..., :2], normals[..., :2])
+        angular_error_map_deg(normals[..., :2], normals[..., :2])
     with pytest.raises(ValueError, match="intrinsics"):
         reprojection_error(normals, np.ones((2, 4, 4)), [1, 2, 3], np.stack([np.eye(4)] * 2))
     with pytest.raises(ValueError, match="poses"):
@@ -150,8 +150,8 @@ def test_dataset_pools_pixels_rather_than_averaging_clip_means():
     clip_a, clip_b = normal_metrics(pred_a, target, mask_a), normal_metrics(pred_b, target)
     pooled = (
         ErrorAccumulator()
-        .update(angular_error_deg(pred_a, target, mask_a))
-        .update(angular_error_deg(pred_b, target))
+        .update(angular_error_map_deg(pred_a, target, mask_a))
+        .update(angular_error_map_deg(pred_b, target))
         .compute()
     )
     assert pooled["mean"] == pytest.approx(90.0 / 5)

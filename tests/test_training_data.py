@@ -3,6 +3,8 @@
 import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -11,17 +13,8 @@ import pytest
 import torch
 
 from normalcrafter_pipeline import NormalsProcessor
-from normalcrafter_pipeline.training import (
-    ClipBatchSampler,
-    NormalClipDataset,
-    list_clips,
-    load_clip,
-    read_png16,
-    render_clip,
-    render_dataset,
-    write_clip,
-    write_png16,
-)
+from normalcrafter_pipeline.formats import list_clips, load_clip, read_png16, write_clip, write_png16
+from normalcrafter_pipeline.training import ClipBatchSampler, NormalClipDataset, render_clip, render_dataset
 from normalcrafter_pipeline.training.renderer import look_at, render_frame
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,6 +143,17 @@ def test_clip_format_errors(tmp_path):
         write_clip(tmp_path / "e", rgb.astype(np.float32), normal)
     with pytest.raises(FileNotFoundError, match="no clip folders"):
         list_clips(tmp_path / "c")
+
+
+def test_formats_and_inference_do_not_import_training():
+    # Layers point one way: the file formats and the inference modules stand below training and evaluation.
+    code = (
+        "import sys, normalcrafter_pipeline.formats, normalcrafter_pipeline.video_io, normalcrafter_pipeline; "
+        "print(sorted(m for m in sys.modules if m.startswith(('normalcrafter_pipeline.training', "
+        "'normalcrafter_pipeline.evaluation'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from normalcrafter_pipeline.training import (
     NonFiniteLossError,
     SFRProjector,
     add_noise,
-    angular_error_degrees,
     angular_loss,
     dsm_loss,
     dsm_weight,
@@ -24,6 +23,7 @@ from normalcrafter_pipeline.training import (
     freeze_temporal_layers,
     is_temporal_parameter,
     match_grid,
+    mean_angular_error_deg,
     sample_sigmas,
     sfr_alignment_loss,
     sfr_loss,
@@ -142,7 +142,7 @@ def test_angular_loss_values():
     n = torch.nn.functional.normalize(torch.randn(2, 3, 5, 5), dim=1)
     assert angular_loss(n, n).item() == pytest.approx(0.0, abs=2e-3)  # the clamp floor is acos(1 - 1e-6)
     assert angular_loss(n, -n).item() == pytest.approx(math.pi, abs=2e-3)
-    assert angular_error_degrees(n, n) == pytest.approx(0.0, abs=0.03)
+    assert mean_angular_error_deg(n, n) == pytest.approx(0.0, abs=0.03)
     x = torch.zeros(1, 3, 1, 1)
     x[:, 0] = 1.0
     y = torch.zeros(1, 3, 1, 1)

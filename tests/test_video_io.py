@@ -8,8 +8,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from normalcrafter_pipeline.image_processor import NormalsProcessor
-from normalcrafter_pipeline.training.png16 import read_png16
+from normalcrafter_pipeline.formats.png16 import read_png16
+from normalcrafter_pipeline.normals_processor import NormalsProcessor
 from normalcrafter_pipeline.video_io import (
     NormalsVideoWriter,
     NpyWriter,

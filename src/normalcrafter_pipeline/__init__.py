@@ -17,14 +17,14 @@ __version__ = "0.1.0"
 
 # Each public name and the submodule that defines it.
 _NAME_TO_MODULE = {
-    "NormalsProcessor": "image_processor",
+    "NormalsProcessor": "normals_processor",
     **dict.fromkeys(
         (
             "METRIC_NAMES",
             "THRESHOLDS_DEG",
             "ErrorAccumulator",
             "MeanAccumulator",
-            "angular_error_deg",
+            "angular_error_map_deg",
             "normal_metrics",
             "per_frame_metrics",
             "reprojection_error",
@@ -53,7 +53,7 @@ _NAME_TO_MODULE = {
         ),
         "pipeline_normalcrafter",
     ),
-    **dict.fromkeys(("read_png16", "write_png16"), "training.png16"),
+    **dict.fromkeys(("read_png16", "write_png16"), "formats.png16"),
     **dict.fromkeys(
         (
             "NormalsVideoWriter",
@@ -83,19 +83,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from .image_processor import NormalsProcessor
+    from .formats.png16 import read_png16, write_png16
     from .metrics import (
         METRIC_NAMES,
         THRESHOLDS_DEG,
         ErrorAccumulator,
         MeanAccumulator,
-        angular_error_deg,
+        angular_error_map_deg,
         normal_metrics,
         per_frame_metrics,
         reprojection_error,
         summarize_errors,
         temporal_change_error,
     )
+    from .normals_processor import NormalsProcessor
     from .pipeline_normalcrafter import (
         DEFAULT_BASE_MODEL_ID,
         DEFAULT_MODEL_ID,
@@ -113,7 +114,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         predict_window_latents,
         resize_with_antialiasing,
     )
-    from .training.png16 import read_png16, write_png16
     from .video_io import (
         NormalsVideoWriter,
         NpyWriter,
@@ -179,7 +179,7 @@ __all__ = [
     "THRESHOLDS_DEG",
     "ErrorAccumulator",
     "MeanAccumulator",
-    "angular_error_deg",
+    "angular_error_map_deg",
     "normal_metrics",
     "per_frame_metrics",
     "reprojection_error",

@@ -52,7 +52,7 @@ __all__ = [
     "ErrorAccumulator",
     "MeanAccumulator",
     "angle_between_deg",
-    "angular_error_deg",
+    "angular_error_map_deg",
     "mean_of_means",
     "normal_metrics",
     "per_frame_metrics",
@@ -106,7 +106,7 @@ def valid_pixels(target, mask=None) -> np.ndarray:
     return valid if mask is None else valid & mask
 
 
-def angular_error_deg(pred, target, mask=None) -> np.ndarray:
+def angular_error_map_deg(pred, target, mask=None) -> np.ndarray:
     """Per-pixel angular error in degrees (float64, shape `pred.shape[:-1]`); NaN where the pixel is not scored.
 
     Args:
@@ -151,12 +151,12 @@ def summarize_errors(errors, what: str = "`errors`") -> dict:
 
 def normal_metrics(pred, target, mask=None) -> dict:
     """`summarize_errors` of all scored pixels of `pred` vs `target` pooled together (a frame, a clip, ...)."""
-    return summarize_errors(angular_error_deg(pred, target, mask), what="`mask`")
+    return summarize_errors(angular_error_map_deg(pred, target, mask), what="`mask`")
 
 
 def per_frame_metrics(pred, target, mask=None) -> list[dict]:
     """One `normal_metrics` dict per frame of `(F, H, W, 3)` inputs; a frame with no valid pixel raises."""
-    errors = angular_error_deg(pred, target, mask)
+    errors = angular_error_map_deg(pred, target, mask)
     if errors.ndim != 3:
         raise ValueError(f"`pred` must be (F, H, W, 3) for per-frame metrics, got shape {np.shape(pred)}.")
     return [summarize_errors(frame, what=f"frame {index} of `mask`") for index, frame in enumerate(errors)]

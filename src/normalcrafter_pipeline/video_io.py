@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from .image_processor import NormalsProcessor
+from .formats.png16 import write_png16
+from .normals_processor import NormalsProcessor
 
 # The stdlib logger (not diffusers'): the command line imports this module to check its inputs before it imports
 # torch, diffusers or transformers.
@@ -665,7 +666,7 @@ class SideBySideVideoWriter(VideoWriter):
 class Png16SequenceWriter(_AtomicOutput):
     """A folder of 16-bit RGB PNGs `frame_000000.png`, ... with `round((n + 1) / 2 * 65535)` per channel.
 
-    Read a frame back with `normalcrafter_pipeline.training.png16.read_png16` then `NormalsProcessor.from_uint16`
+    Read a frame back with `normalcrafter_pipeline.formats.png16.read_png16` then `NormalsProcessor.from_uint16`
     (exact to 1/65535 per channel). The folder is written under a temporary name and renamed when complete.
     """
 
@@ -676,7 +677,6 @@ class Png16SequenceWriter(_AtomicOutput):
         self.temp_path.mkdir()
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
-        from .training.png16 import write_png16  # the training package imports torch: only when writing
 
         for normal in NormalsProcessor.to_uint16(_as_chunk(normals, "normals")):
             target = self.temp_path / self.name_format.format(self.num_written)

@@ -1,20 +1,20 @@
 """Training recipe of NormalCrafter: EDM preconditioning, losses, SFR, data, the synthetic renderer and the pieces
-shared by the scripts in `training/`. See training/README.md."""
+shared by the scripts in `training/`. See training/README.md. The clip format and the 16-bit PNG codec the data
+is stored in are in `normalcrafter_pipeline.formats`."""
 
-from .data import ClipBatchSampler, NormalClipDataset, list_clips, load_clip, read_meta, write_clip
+from .data import ClipBatchSampler, NormalClipDataset
 from .edm import add_noise, edm_coefficients, edm_denoise, sample_sigmas
 from .freeze import TEMPORAL_PARAMETER_KEYS, freeze_temporal_layers, is_temporal_parameter
 from .losses import (
     NonFiniteLossError,
-    angular_error_degrees,
     angular_loss,
     check_finite,
     dsm_loss,
     dsm_weight,
     masked_l1_loss,
+    mean_angular_error_deg,
     sfr_alignment_loss,
 )
-from .png16 import read_png16, write_png16
 from .renderer import render_clip, render_dataset
 from .schedule import get_warmup_exponential_scheduler, warmup_exponential_factor
 from .sfr import DEFAULT_DINO_MODEL, DinoFeatures, FeatureTap, SFRProjector, match_grid, sfr_loss
@@ -37,7 +37,6 @@ __all__ = [
     "NormalClipDataset",
     "SFRProjector",
     "add_noise",
-    "angular_error_degrees",
     "angular_loss",
     "check_finite",
     "decode_normal_latents",
@@ -50,12 +49,9 @@ __all__ = [
     "freeze_temporal_layers",
     "get_warmup_exponential_scheduler",
     "is_temporal_parameter",
-    "list_clips",
-    "load_clip",
     "masked_l1_loss",
     "match_grid",
-    "read_meta",
-    "read_png16",
+    "mean_angular_error_deg",
     "render_clip",
     "render_dataset",
     "sample_sigmas",
@@ -65,6 +61,4 @@ __all__ = [
     "stage2_loss",
     "vae_decoder_loss",
     "warmup_exponential_factor",
-    "write_clip",
-    "write_png16",
 ]

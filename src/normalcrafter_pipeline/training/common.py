@@ -18,9 +18,10 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 
+from ..formats.clips import clip_num_frames, list_clips, load_clip
 from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID, NormalCrafterPipeline
-from .data import ClipBatchSampler, NormalClipDataset, clip_num_frames, list_clips, load_clip
-from .losses import angular_error_degrees
+from .data import ClipBatchSampler, NormalClipDataset
+from .losses import mean_angular_error_deg
 from .schedule import get_warmup_exponential_scheduler
 from .sfr import DEFAULT_DINO_MODEL
 
@@ -534,7 +535,7 @@ def log_validation(
             prediction = predict(clip)
         target = torch.from_numpy(clip["normal"]).permute(0, 3, 1, 2)
         mask = None if clip["mask"] is None else torch.from_numpy(clip["mask"])[:, None]
-        errors.append(angular_error_degrees(torch.from_numpy(prediction).permute(0, 3, 1, 2), target, mask))
+        errors.append(mean_angular_error_deg(torch.from_numpy(prediction).permute(0, 3, 1, 2), target, mask))
         grids.append(
             np.concatenate(
                 [clip["rgb"][0], _normals_to_image(clip["normal"][0]), _normals_to_image(prediction[0])], axis=1

@@ -82,7 +82,10 @@ def sfr_alignment_loss(projected: torch.Tensor, reference: torch.Tensor, dim: in
     return check_finite(-(projected * reference).sum(dim=dim).mean(), "SFR")
 
 
-def angular_error_degrees(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """Mean angular error in degrees of `[N, 3, H, W]` normals (for logging; no gradient)."""
+def mean_angular_error_deg(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean angular error in degrees of `[N, 3, H, W]` normals, one float (for logging; no gradient).
+
+    `normalcrafter_pipeline.metrics.angular_error_map_deg` gives the per-pixel map (numpy) for evaluation.
+    """
     with torch.no_grad():
         return float(angular_loss(prediction, target, mask, eps=0.0)) * 180.0 / math.pi

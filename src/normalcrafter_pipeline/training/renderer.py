@@ -4,7 +4,7 @@ Scenes are a floor, optionally a back wall, and a handful of spheres and rotated
 (checkers and stripes), lit by a directional light. A camera orbits the scene while looking at its centre. Every
 pixel gets its exact camera-space normal (OpenGL axes: +x right, +y up, +z toward the camera), its z-depth and a
 validity mask (rays that hit nothing see the sky and are invalid). Clips are written in the clip format of
-`normalcrafter_pipeline.training.data`.
+`normalcrafter_pipeline.formats.clips`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .data import write_clip
+from ..formats.clips import write_clip
 
 _NO_HIT = np.inf
 

@@ -23,27 +23,34 @@ class NormalsProcessor:
     @staticmethod
     def to_rgb(normals: np.ndarray) -> np.ndarray:
         """Unit normals in [-1, 1] -> uint8 RGB with `round((n + 1) / 2 * 255)`."""
-        rgb = (np.clip(np.asarray(normals, dtype=np.float32), -1.0, 1.0) + 1.0) * 0.5
-        return np.round(rgb * 255.0).astype(np.uint8)
+        return NormalsProcessor._encode(normals, np.uint8, np.float32)
 
     @staticmethod
     def from_rgb(rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB -> unit normals (`rgb / 255 * 2 - 1`, renormalised; quantisation costs up to ~0.5 degrees)."""
-        rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8:
-            raise ValueError(f"`rgb` must be uint8, got {rgb.dtype}.")
-        return NormalsProcessor.normalize(rgb.astype(np.float32) / 255.0 * 2.0 - 1.0)
+        return NormalsProcessor.normalize(NormalsProcessor._decode(rgb, np.uint8, "rgb"))
 
     @staticmethod
     def to_uint16(normals: np.ndarray) -> np.ndarray:
         """Unit normals -> uint16 with `round((n + 1) / 2 * 65535)` (the 16-bit PNG mapping)."""
-        scaled = (np.clip(np.asarray(normals, dtype=np.float64), -1.0, 1.0) + 1.0) * 0.5
-        return np.round(scaled * 65535.0).astype(np.uint16)
+        # float64: in float32 the scaled value is off by up to ~0.004 of a level, which rounds some to the wrong one.
+        return NormalsProcessor._encode(normals, np.uint16, np.float64)
 
     @staticmethod
     def from_uint16(encoded: np.ndarray) -> np.ndarray:
         """uint16 -> normals with `v / 65535 * 2 - 1` (not renormalised: exact to 1/65535 per channel)."""
+        return NormalsProcessor._decode(encoded, np.uint16, "encoded")
+
+    @staticmethod
+    def _encode(normals: np.ndarray, dtype, float_dtype) -> np.ndarray:
+        """`round((n + 1) / 2 * max)` with `max` the largest value of the unsigned integer `dtype`."""
+        scaled = (np.clip(np.asarray(normals, dtype=float_dtype), -1.0, 1.0) + 1.0) * 0.5
+        return np.round(scaled * float(np.iinfo(dtype).max)).astype(dtype)
+
+    @staticmethod
+    def _decode(encoded: np.ndarray, dtype, name: str) -> np.ndarray:
+        """`v / max * 2 - 1` in float32 for an array of the unsigned integer `dtype` (argument `name`)."""
         encoded = np.asarray(encoded)
-        if encoded.dtype != np.uint16:
-            raise ValueError(f"`encoded` must be uint16, got {encoded.dtype}.")
-        return (encoded.astype(np.float32) / 65535.0 * 2.0 - 1.0).astype(np.float32)
+        if encoded.dtype != dtype:
+            raise ValueError(f"`{name}` must be {np.dtype(dtype).name}, got {encoded.dtype}.")
+        return (encoded.astype(np.float32) / float(np.iinfo(dtype).max) * 2.0 - 1.0).astype(np.float32)
