@@ -544,7 +544,6 @@ def process_video(pipe, reader, job: Job, args: argparse.Namespace, progress=Non
                 num_inference_steps=args.steps,
                 decode_chunk_size=args.decode_chunk_size,
                 output_type="np",
-                num_frames=len(reader),
             ):
                 inputs = np.stack([pending_inputs.popleft() for _ in range(len(normals))]) if keep_inputs else None
                 background.submit(normals, inputs)
