@@ -1,4 +1,4 @@
-"""An independent, all-at-once transcription of the reference NormalCrafter inference (DESIGN.md section 4).
+"""An independent, all-at-once transcription of the reference NormalCrafter inference (docs/design.md section 4).
 
 It follows the structure of the released reference code: pad every frame with white, CLIP-encode the whole padded
 video through diffusers' own anti-aliased resize and the feature extractor, VAE-encode in chunks, plan windows with
