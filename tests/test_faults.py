@@ -23,7 +23,7 @@ from test_video_io import decode_all, make_frames, write_video
 
 from normalcrafter_pipeline import cli, video_io
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
-from normalcrafter_pipeline.training import png16, render_dataset
+from normalcrafter_pipeline.training import render_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--window-size", "4", "--overlap", "1", "--decode-chunk-size", "2", "--device", "cpu", "--dtype", "fp32"]
@@ -209,7 +209,7 @@ def test_full_disk_mid_file_drops_that_inputs_outputs(
         return write
 
     if target == "png16":
-        monkeypatch.setattr(png16, "write_png16", failing(png16.write_png16))
+        monkeypatch.setattr(video_io, "write_png16", failing(video_io.write_png16))  # the name the writer calls
     else:
         monkeypatch.setattr(video_io.NpyWriter, "write", failing(video_io.NpyWriter.write))
     out_dir = tmp_path / "out"
