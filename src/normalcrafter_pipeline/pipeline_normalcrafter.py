@@ -1214,8 +1214,8 @@ class _HubAccess:
         if not self._asked:
             self._asked = True
             self.offline_reason = hub_unreachable_reason()
-            if self.offline_reason is not None:
-                logger.warning(f"The Hub cannot be reached ({self.offline_reason}); using the local cache only.")
+            if self.offline_reason is not None:  # info only: a file missing from the cache raises with this reason
+                logger.info(f"The Hub cannot be reached ({self.offline_reason}); using the local cache only.")
         return self.offline_reason is not None
 
 
