@@ -223,8 +223,17 @@ def test_help_documents_every_option(capsys):
         "--save",
         "--skip-existing",
         "--seed",
+        "--exr-dtype",
+        "--convention",
+        "--flip-x",
+        "--flip-y",
+        "--flip-z",
     ):
         assert option in text
+    for fmt in ("mp4", "png16", "npy", "npz", "exr", "side_by_side"):
+        assert fmt in text
+    words = " ".join(text.split())  # argparse wraps the help lines
+    assert "streamed, not held in memory" in words and 'pip install "normalcrafter-pipeline[exr]"' in words
 
 
 @pytest.mark.slow
@@ -363,3 +372,45 @@ def test_library_notices_are_silenced_narrowly():
     assert result.returncode == 0, result.stderr
     assert "local_dir_use_symlinks" not in result.stderr and "requires torchvision" not in result.stderr
     assert "another warning of that logger" in result.stderr  # only those two notices are dropped
+
+
+def test_npz_and_exr_in_the_opencv_convention_match_the_pipeline(model_dir, videos, tmp_path, capsys):
+    OpenEXR = pytest.importorskip("OpenEXR")
+    good, _ = videos
+    out_dir = tmp_path / "out"
+    save = ["--save", "npz", "--save", "exr", "--save", "npy", "--exr-dtype", "float32"]
+    convention = ["--convention", "opencv", "--flip-x"]
+    code, _, err = run_cli(capsys, good, "--model", model_dir, "--output-dir", out_dir, *FAST, *save, *convention)
+    assert code == 0, err
+    assert sorted(os.listdir(out_dir)) == ["good_normals.npy", "good_normals.npz", "good_normals_exr"]
+
+    pipe = NormalCrafterPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    normals = pipe(list(read_video(good)), window_size=6, overlap=2, decode_chunk_size=3).normals
+    # opencv: y down, z away from the camera; --flip-x on top of it.
+    expected = normals * np.array([-1.0, -1.0, -1.0], np.float32)
+    with np.load(out_dir / "good_normals.npz") as archive:
+        assert archive.files == ["normal"]
+        array = archive["normal"]
+    assert array.shape == (11, 40, 56, 3) and array.dtype == np.float16
+    np.testing.assert_allclose(array.astype(np.float32), expected, atol=2e-3, rtol=0)
+    np.testing.assert_array_equal(np.load(out_dir / "good_normals.npy"), array)  # the same numbers in both
+
+    frames = sorted(os.listdir(out_dir / "good_normals_exr"))
+    assert frames == [f"frame_{i:06d}.exr" for i in range(11)]
+    for i, name in enumerate(frames):
+        with OpenEXR.File(str(out_dir / "good_normals_exr" / name), separate_channels=True) as exr:
+            channels = exr.channels()
+            assert sorted(channels) == ["B", "G", "R"]
+            rgb = np.stack([channels[c].pixels for c in "RGB"], axis=-1)
+        assert rgb.dtype == np.float32
+        np.testing.assert_allclose(rgb, expected[i], atol=1e-6, rtol=0)
+
+
+def test_exr_without_the_extra_is_a_usage_error_before_loading(videos, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "OpenEXR", None)  # as if the `exr` extra were not installed
+    good, _ = videos
+    code, _, err = run_cli(capsys, good, "--model", tmp_path / "no_model", *FAST, "--save", "exr", "-o", tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: --save exr:") and 'pip install "normalcrafter-pipeline[exr]"' in err
+    assert os.listdir(tmp_path) == []

@@ -212,6 +212,68 @@ def test_output_types_and_tuple(pipe):
     np.testing.assert_allclose(pipe.decode_latents(latents[:7]).shape, (7, 3, 64, 64))
 
 
+def test_pil_output_is_the_marigold_visualisation(pipe):
+    from diffusers.pipelines.marigold.marigold_image_processing import MarigoldImageProcessor
+
+    video = random_video(9, 40, 50)
+    normals = pipe(video).normals
+    images = pipe(video, output_type="pil").normals
+    assert isinstance(images, list) and len(images) == 9
+    assert all(isinstance(im, PIL.Image.Image) and im.mode == "RGB" and im.size == (50, 40) for im in images)
+    expected = MarigoldImageProcessor.visualize_normals(normals)
+    for image, reference in zip(images, expected):
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(reference))
+    chunks = list(pipe.stream(iter(list(video)), output_type="pil"))  # lists of images, one per decode chunk
+    assert [len(chunk) for chunk in chunks] == [7, 2]
+    assert all(isinstance(image, PIL.Image.Image) for chunk in chunks for image in chunk)
+    np.testing.assert_array_equal(np.asarray(chunks[1][1]), np.asarray(images[8]))
+
+
+def test_processing_resolution_none_or_zero_keeps_the_exact_numbers(pipe):
+    video = random_video(9, 40, 50)
+    reference = pipe(video).normals
+    for value in (None, 0):
+        np.testing.assert_array_equal(pipe(video, processing_resolution=value).normals, reference)
+    # A longest side already equal to `processing_resolution`: nothing is resized either.
+    np.testing.assert_array_equal(pipe(video, processing_resolution=50).normals, reference)
+
+
+@pytest.mark.parametrize(
+    "resolution,method_in,method_out",
+    [(32, "bilinear", "bilinear"), (32, "bicubic", "nearest"), (96, "area", "bicubic"), (24, "nearest", "area")],
+)
+def test_processing_resolution_resizes_in_and_out(pipe, resolution, method_in, method_out):
+    """The same numbers as resizing the frames by hand (as Marigold does: longest side scaled, sides rounded
+    down, anti-aliased bilinear/bicubic), running at that size, and resizing the normals back."""
+    video = random_video(9, 40, 50)
+    model_size = (40 * resolution // 50, resolution)
+    pixels = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255.0
+    antialias = method_in in ("bilinear", "bicubic")
+    resized = torch.nn.functional.interpolate(pixels, model_size, mode=method_in, antialias=antialias).clamp(0, 1)
+    at_model_size = pipe(resized.permute(0, 2, 3, 1).numpy()).normals
+
+    small = pipe(
+        video, processing_resolution=resolution, match_input_resolution=False, resample_method_input=method_in
+    )
+    assert small.normals.shape == (9, *model_size, 3)
+    np.testing.assert_allclose(small.normals, at_model_size, atol=1e-6, rtol=0)
+
+    kwargs = {"resample_method_input": method_in, "resample_method_output": method_out}
+    normals = pipe(video, processing_resolution=resolution, **kwargs).normals
+    assert normals.shape == (9, 40, 50, 3) and normals.dtype == np.float32
+    back = torch.nn.functional.interpolate(
+        torch.from_numpy(at_model_size).permute(0, 3, 1, 2), (40, 50), mode=method_out
+    )
+    back = back / back.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    np.testing.assert_allclose(normals, back.permute(0, 2, 3, 1).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-5)
+    # The streaming path applies the same options.
+    streamed = np.concatenate(list(pipe.stream(iter(list(video)), processing_resolution=resolution, **kwargs)))
+    np.testing.assert_array_equal(streamed, normals)
+    images = pipe(video, output_type="pil", processing_resolution=resolution, match_input_resolution=False).normals
+    assert images[0].size == (model_size[1], model_size[0])
+
+
 def test_frame_0_feels_later_frames_through_the_temporal_layers(pipe):
     video = random_video(6, 32, 32)
     base = pipe(video).normals
@@ -281,7 +343,13 @@ GOOD = random_video(3, 32, 32)
         (GOOD, {"decode_chunk_size": 0}, "`decode_chunk_size`"),
         (GOOD, {"encode_chunk_size": 0}, "`encode_chunk_size`"),
         (torch.zeros(2, 32, 40, 3), {}, r"shape \(32, 40, 3\); tensors are channel-first .*permute\(0, 3, 1, 2\)"),
-        (GOOD, {"output_type": "pil"}, "`output_type`"),
+        (GOOD, {"output_type": "image"}, "`output_type`"),
+        (GOOD, {"processing_resolution": -1}, "`processing_resolution`.*got -1"),
+        (GOOD, {"processing_resolution": 32.0}, "`processing_resolution`.*got 32.0"),
+        (GOOD, {"match_input_resolution": "yes"}, "`match_input_resolution`.*got 'yes'"),
+        (GOOD, {"resample_method_input": "lanczos"}, "`resample_method_input`.*got 'lanczos'"),
+        (GOOD, {"resample_method_output": "cubic"}, "`resample_method_output`.*got 'cubic'"),
+        (random_video(1, 2, 200), {"processing_resolution": 64}, "`processing_resolution`=64 turns a 200x2"),
     ],
 )
 def test_bad_input_raises_before_any_model_runs(pipe, video, kwargs, match):
@@ -303,6 +371,10 @@ def test_stream_checks_arguments_before_reading(pipe):
 
     with pytest.raises(ValueError, match="`overlap`"):
         next(pipe.stream(frames(), window_size=4, overlap=4))
+    with pytest.raises(ValueError, match="`resample_method_output`"):
+        next(pipe.stream(frames(), resample_method_output="lanczos"))
+    with pytest.raises(ValueError, match="`processing_resolution`"):
+        next(pipe.stream(frames(), processing_resolution=-5))
     assert read == []
     with pytest.raises(ValueError, match="zero frames"):
         list(pipe.stream(iter([])))

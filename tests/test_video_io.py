@@ -11,8 +11,10 @@ import pytest
 from normalcrafter_pipeline.formats.png16 import read_png16
 from normalcrafter_pipeline.normals_processor import NormalsProcessor
 from normalcrafter_pipeline.video_io import (
+    ExrSequenceWriter,
     NormalsVideoWriter,
     NpyWriter,
+    NpzWriter,
     Png16SequenceWriter,
     SideBySideVideoWriter,
     VideoReadError,
@@ -277,8 +279,10 @@ def test_npy_memmap_shape_values_and_short_video(tmp_path):
         lambda path: SideBySideVideoWriter(path / "out.mp4", fps=10),
         lambda path: Png16SequenceWriter(path / "out_png16"),
         lambda path: NpyWriter(path / "out.npy", 4, 16, 16),
+        lambda path: NpzWriter(path / "out.npz", 4, 16, 16),
+        lambda path: ExrSequenceWriter(path / "out_exr"),
     ],
-    ids=["mp4", "side_by_side", "png16", "npy"],
+    ids=["mp4", "side_by_side", "png16", "npy", "npz", "exr"],
 )
 def test_interrupted_write_leaves_no_final_file(tmp_path, make_writer):
     normals = unit_normals((2, 16, 16, 3))

@@ -56,8 +56,10 @@ _NAME_TO_MODULE = {
     **dict.fromkeys(("read_png16", "write_png16"), "formats.png16"),
     **dict.fromkeys(
         (
+            "ExrSequenceWriter",
             "NormalsVideoWriter",
             "NpyWriter",
+            "NpzWriter",
             "Png16SequenceWriter",
             "SideBySideVideoWriter",
             "VideoReader",
@@ -115,8 +117,10 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         resize_with_antialiasing,
     )
     from .video_io import (
+        ExrSequenceWriter,
         NormalsVideoWriter,
         NpyWriter,
+        NpzWriter,
         Png16SequenceWriter,
         SideBySideVideoWriter,
         VideoReader,
@@ -165,8 +169,10 @@ __all__ = [
     "predict_window_latents",
     "resize_with_antialiasing",
     # video input and output
+    "ExrSequenceWriter",
     "NormalsVideoWriter",
     "NpyWriter",
+    "NpzWriter",
     "Png16SequenceWriter",
     "SideBySideVideoWriter",
     "VideoReadError",

@@ -7,10 +7,10 @@
 (`python examples/infer_video.py ...` and `python -m normalcrafter_pipeline.cli ...` run the same command.)
 Inputs are video files, folders of frames (one video per folder, images in natural order), globs, or folders of
 videos (each video one input). Files and folders named like this command's outputs (NAME_normals.mp4,
-NAME_normals.npy, NAME_normals_png16, NAME_side_by_side.mp4) are skipped when folders and globs are expanded, so a
-second run over a folder does not take the first run's outputs as inputs. The first run downloads the released
-weights (`Yanrui95/NormalCrafter`, completed from `stabilityai/stable-video-diffusion-img2vid-xt`: a gated repo,
-accept its licence and `hf auth login`).
+NAME_normals.npy, NAME_normals.npz, NAME_normals_png16, NAME_normals_exr, NAME_side_by_side.mp4) are skipped when
+folders and globs are expanded, so a second run over a folder does not take the first run's outputs as inputs. The
+first run downloads the released weights (`Yanrui95/NormalCrafter`, completed from
+`stabilityai/stable-video-diffusion-img2vid-xt`: a gated repo, accept its licence and `hf auth login`).
 
 Under `accelerate launch` (or torchrun) each process loads the model once and takes every N-th input, so no input
 is done twice or skipped; with several GPUs each process uses its own. On a machine without GPUs, add `--multi_gpu`
@@ -26,7 +26,13 @@ Outputs per input `NAME` (in `--output-dir`, default beside the input), each wri
   mp4           NAME_normals.mp4        (n + 1) / 2 as RGB, H.264, the input's fps after subsampling
   png16         NAME_normals_png16/     frame_000000.png, ...: 16-bit RGB, round((n + 1) / 2 * 65535)
   npy           NAME_normals.npy        float16 (F, H, W, 3) unit normals (x right, y up, z toward the camera)
+  npz           NAME_normals.npz        key "normal": float16 (F, H, W, 3) unit normals (the NormalCrafter release's
+                                        layout), streamed: the video is never held in memory
+  exr           NAME_normals_exr/       frame_000000.exr, ...: float EXR, channels R, G, B = x, y, z (half, or
+                                        --exr-dtype float32); needs pip install "normalcrafter-pipeline[exr]"
   side_by_side  NAME_side_by_side.mp4   the input frame and its normals side by side
+Every format holds the normals in the axis convention chosen by --convention and --flip-x/-y/-z (default opengl:
+x right, y up, z toward the camera; opencv: x right, y down, z away from the camera); the mp4 colours follow it.
 SIGINT (Ctrl-C) and SIGTERM remove the temporary outputs of the run; a run killed outright (SIGKILL, out of
 memory) cannot, so every run removes the temporary outputs of processes that no longer run from its output folders.
 
@@ -64,12 +70,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_ID = "Yanrui95/NormalCrafter"
 DEFAULT_BASE_MODEL_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
 
-SAVE_FORMATS = ("mp4", "png16", "npy", "side_by_side")
+SAVE_FORMATS = ("mp4", "png16", "npy", "npz", "exr", "side_by_side")
 DEFAULT_SAVE = ("mp4",)
 OUTPUT_SUFFIXES = {
     "mp4": "_normals.mp4",
     "png16": "_normals_png16",
     "npy": "_normals.npy",
+    "npz": "_normals.npz",
+    "exr": "_normals_exr",
     "side_by_side": "_side_by_side.mp4",
 }
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -208,8 +216,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=SAVE_FORMATS,
         default=None,
         help="output format, repeatable: mp4 (visualisation), png16 (16-bit PNG sequence), npy (float16 array), "
-        f"side_by_side (input | normals mp4) (default: {' '.join(DEFAULT_SAVE)}).",
+        "npz (float16 array under the key 'normal', streamed, not held in memory), exr (float EXR sequence; needs "
+        'pip install "normalcrafter-pipeline[exr]"), side_by_side (input | normals mp4) '
+        f"(default: {' '.join(DEFAULT_SAVE)}).",
     )
+    output.add_argument(
+        "--exr-dtype",
+        default="float16",
+        choices=("float16", "float32"),
+        help="float type of the exr output: float16 (half, 11-bit mantissa) or float32 (default float16).",
+    )
+    output.add_argument(
+        "--convention",
+        default="opengl",
+        choices=("opengl", "opencv"),
+        help="axes of the saved normals, in every format: opengl (x right, y up, z toward the camera) or opencv "
+        "(x right, y down, z away from the camera) (default opengl).",
+    )
+    for axis in "xyz":
+        output.add_argument(
+            f"--flip-{axis}",
+            action="store_true",
+            help=f"negate the {axis} axis of the saved normals, on top of --convention (every format).",
+        )
     output.add_argument(
         "--skip-existing", action="store_true", help="skip inputs whose requested outputs all exist already."
     )
@@ -239,6 +268,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--target-fps must be > 0, got {args.target_fps}.")
     if args.process_length == 0 or args.process_length < -1:
         raise UsageError(f"--process-length must be -1 (all frames) or >= 1, got {args.process_length}.")
+    if "exr" in args.save:  # found now rather than after the model has loaded
+        from normalcrafter_pipeline.video_io import openexr_missing_reason
+
+        reason = openexr_missing_reason()
+        if reason is not None:
+            raise UsageError(f"--save exr: {reason}.")
     if args.cpu_offload != "none" and args.device.split(":")[0] == "cpu":  # known without importing torch
         raise UsageError(
             f"--cpu-offload {args.cpu_offload} conflicts with --device {args.device}: offloading moves weights "
@@ -360,24 +395,32 @@ def plan_jobs(inputs: list[Path], output_dir: Path | None, formats: list[str]) -
     return jobs, errors
 
 
-def open_writers(job: Job, reader, stack: contextlib.ExitStack) -> list:
+def open_writers(job: Job, reader, stack: contextlib.ExitStack, args: argparse.Namespace) -> list:
+    from normalcrafter_pipeline.normals_processor import NormalsProcessor
     from normalcrafter_pipeline.video_io import (
+        ExrSequenceWriter,
         NormalsVideoWriter,
         NpyWriter,
+        NpzWriter,
         Png16SequenceWriter,
         SideBySideVideoWriter,
     )
 
+    signs = NormalsProcessor.axis_signs(args.convention, args.flip_x, args.flip_y, args.flip_z)  # every output
     writers = []
     for fmt, path in job.outputs.items():
         if fmt == "mp4":
-            writer = NormalsVideoWriter(path, fps=reader.fps)
+            writer = NormalsVideoWriter(path, fps=reader.fps, axis_signs=signs)
         elif fmt == "side_by_side":
-            writer = SideBySideVideoWriter(path, fps=reader.fps)
+            writer = SideBySideVideoWriter(path, fps=reader.fps, axis_signs=signs)
         elif fmt == "png16":
-            writer = Png16SequenceWriter(path)
+            writer = Png16SequenceWriter(path, axis_signs=signs)
+        elif fmt == "npz":
+            writer = NpzWriter(path, len(reader), reader.height, reader.width, axis_signs=signs)
+        elif fmt == "exr":
+            writer = ExrSequenceWriter(path, dtype=args.exr_dtype, axis_signs=signs)
         else:
-            writer = NpyWriter(path, len(reader), reader.height, reader.width)
+            writer = NpyWriter(path, len(reader), reader.height, reader.width, axis_signs=signs)
         writers.append(stack.enter_context(writer))
     return writers
 
@@ -513,7 +556,7 @@ def process_video(pipe, reader, job: Job, args: argparse.Namespace, progress=Non
     pending_inputs: collections.deque = collections.deque()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        writers = open_writers(job, reader, stack)
+        writers = open_writers(job, reader, stack, args)
         prefetcher = Prefetcher(reader, maxsize=args.window_size + args.decode_chunk_size)
         stack.callback(prefetcher.close)
         background = BackgroundWriter(writers)

@@ -39,7 +39,9 @@ ADDED_TIME_IDS = (7.0, 127.0, 0.0)
 PAD_MULTIPLE = 64
 _DIFFUSERS_DTYPE_KWARG = "dtype" if version.parse(diffusers.__version__) >= version.parse("0.42") else "torch_dtype"
 CLIP_INPUT_SIZE = (224, 224)
-OUTPUT_TYPES = ("np", "pt", "latent")
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+# `mode`s of `torch.nn.functional.interpolate` accepted by `resample_method_input` / `resample_method_output`.
+RESAMPLE_METHODS = ("bilinear", "bicubic", "nearest", "area")
 PIPELINE_COMPONENTS = ("vae", "image_encoder", "unet", "scheduler", "feature_extractor")
 # The name under which `save_pretrained` writes this module into a pipeline folder (diffusers' custom-pipeline file).
 REMOTE_CODE_FILE = "pipeline.py"
@@ -261,6 +263,39 @@ def normalize_normals(normals: torch.Tensor, dim: int = 1, eps: float = 1e-6) ->
     return normals / normals.norm(dim=dim, keepdim=True).clamp_min(eps)
 
 
+def processing_size(size: tuple[int, int], processing_resolution: int | None) -> tuple[int, int]:
+    """(H, W) the model sees for a frame of `size` (H, W): the longest side scaled to `processing_resolution`
+    (aspect kept, sides rounded down, as diffusers' Marigold pipelines do; smaller frames are scaled up), or
+    `size` itself when `processing_resolution` is None or 0."""
+    if not processing_resolution:
+        return size
+    height, width = size
+    longest = max(height, width)
+    new_height, new_width = height * processing_resolution // longest, width * processing_resolution // longest
+    if new_height < 1 or new_width < 1:
+        raise ValueError(
+            f"`processing_resolution`={processing_resolution} turns a {width}x{height} (width x height) frame into "
+            f"{new_width}x{new_height}; raise `processing_resolution` or pass None to keep the input size."
+        )
+    return new_height, new_width
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int], method: str, antialias: bool) -> torch.Tensor:
+    """`[N, C, H, W]` float frames resized to `size` (H, W) with `torch.nn.functional.interpolate` mode `method`;
+    `antialias` applies to bilinear and bicubic only (as diffusers' `MarigoldImageProcessor.resize_antialias`)."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    antialias = antialias and method in ("bilinear", "bicubic")
+    return F.interpolate(frames, size=size, mode=method, antialias=antialias)
+
+
+def normals_to_pil(normals: np.ndarray) -> list[PIL.Image.Image]:
+    """`(N, H, W, 3)` float32 unit normals -> N RGB images `(n + 1) / 2 * 255`, truncated to uint8: the colours of
+    diffusers' `MarigoldImageProcessor.visualize_normals` (the same float32 steps)."""
+    scaled = (np.clip(normals, -1.0, 1.0).astype(np.float32) + np.float32(1.0)) * np.float32(0.5)
+    return [PIL.Image.fromarray(frame) for frame in (scaled * np.float32(255)).astype(np.uint8)]
+
+
 def _check_window_args(window_size: Any, overlap: Any) -> None:
     if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
         raise ValueError(f"`window_size` must be an integer >= 1, got {window_size!r}. The released model uses 14.")
@@ -373,27 +408,53 @@ class NormalCrafterVideoProcessor:
         return compute_padding(*size, multiple=self.pad_multiple)
 
     def preprocess(
-        self, frame: Any, index: int, first_size: tuple[int, int] | None = None
+        self,
+        frame: Any,
+        index: int,
+        first_size: tuple[int, int] | None = None,
+        processing_resolution: int | None = None,
+        resample_method: str = "bilinear",
     ) -> tuple[torch.Tensor, tuple[int, int]]:
         """One frame -> (`[3, Hp, Wp]` float32 pixels in [0, 1], padded with white, and the frame's (H, W)).
 
         uint8 frames are divided by 255, as the reference does; the frame must have `first_size` when it is given.
+        With a `processing_resolution`, the frame is first resized to [`processing_size`] with `resample_method`
+        (anti-aliased for bilinear and bicubic); None or 0 leaves it untouched.
         """
         array = self.frame_to_array(frame, index)
         size = self.check_size(index, array.shape[:2], first_size)
         pixels = torch.from_numpy(np.require(array, requirements=["C", "W"])).permute(2, 0, 1)
         pixels = pixels.float() / 255.0 if array.dtype == np.uint8 else pixels.float()
-        top, bottom, left, right = self.padding(size)
+        model_size = processing_size(size, processing_resolution)
+        if model_size != size:
+            # Clamped: bicubic overshoots, and the encoders take pixels in [0, 1].
+            pixels = resize_frames(pixels[None], model_size, resample_method, antialias=True)[0].clamp(0.0, 1.0)
+        top, bottom, left, right = self.padding(model_size)
         return F.pad(pixels, (left, right, top, bottom), value=1.0), size  # [3, Hp, Wp]
 
-    def postprocess(self, decoded: torch.Tensor, size: tuple[int, int], output_type: str) -> np.ndarray | torch.Tensor:
-        """Decoded frames `[N, 3, Hp, Wp]` in about [-1, 1] -> unit normals of the unpadded frames: `(N, H, W, 3)`
-        float32 for `"np"`, `[N, 3, H, W]` for `"pt"`."""
+    def postprocess(
+        self,
+        decoded: torch.Tensor,
+        size: tuple[int, int],
+        output_type: str,
+        output_size: tuple[int, int] | None = None,
+        resample_method: str = "bilinear",
+    ) -> np.ndarray | torch.Tensor | list[PIL.Image.Image]:
+        """Decoded frames `[N, 3, Hp, Wp]` in about [-1, 1] of frames of `size` (H, W, as the model saw them) ->
+        unit normals: `(N, H, W, 3)` float32 for `"np"`, `[N, 3, H, W]` for `"pt"`, N RGB PIL images
+        `(n + 1) / 2` for `"pil"`. With an `output_size` other than `size`, the normals are resized to it with
+        `resample_method` (not anti-aliased, as diffusers' Marigold pipelines do) and scaled to unit length again."""
         top, _, left, _ = self.padding(size)
         normals = normalize_normals(decoded[:, :, top : top + size[0], left : left + size[1]], dim=1)
+        if output_size is not None and tuple(output_size) != tuple(size):
+            normals = resize_frames(normals, output_size, resample_method, antialias=False)
+            # Unit length again, without `normalize_normals`' clamp: a bicubic overshoot past 1 in one component
+            # would turn the vector if it were clamped first.
+            normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-6)
         if output_type == "pt":
             return normals.cpu()
-        return normals.permute(0, 2, 3, 1).cpu().numpy()
+        normals = normals.permute(0, 2, 3, 1).cpu().numpy()
+        return normals_to_pil(normals) if output_type == "pil" else normals
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -714,12 +775,13 @@ class WindowedDenoiser:
 class NormalCrafterPipelineOutput(BaseOutput):
     r"""
     Args:
-        normals (`np.ndarray` or `torch.Tensor`):
-            Unit surface normals: `(F, H, W, 3)` float32 for `output_type="np"`, `[F, 3, H, W]` for `"pt"`, or the
-            merged latents `[F, C, H/8, W/8]` of the padded video for `"latent"`.
+        normals (`np.ndarray`, `torch.Tensor` or `list[PIL.Image.Image]`):
+            Unit surface normals: `(F, H, W, 3)` float32 for `output_type="np"`, `[F, 3, H, W]` for `"pt"`, F RGB
+            images `(n + 1) / 2` for `"pil"`, or the merged latents `[F, C, H/8, W/8]` of the padded video for
+            `"latent"`.
     """
 
-    normals: np.ndarray | torch.Tensor
+    normals: np.ndarray | torch.Tensor | list[PIL.Image.Image]
 
 
 class NormalCrafterPipeline(DiffusionPipeline):
@@ -912,6 +974,10 @@ class NormalCrafterPipeline(DiffusionPipeline):
         decode_chunk_size: int,
         output_type: str,
         encode_chunk_size: int = 7,
+        processing_resolution: int | None = None,
+        match_input_resolution: bool = True,
+        resample_method_input: str = "bilinear",
+        resample_method_output: str = "bilinear",
     ) -> None:
         """Validate the arguments and the container of `video`, and every frame of a video held in memory (a list,
         tuple, array or tensor) so that a bad frame raises before any model runs.
@@ -920,7 +986,16 @@ class NormalCrafterPipeline(DiffusionPipeline):
         are checked as the run reads them.
         """
         _check_stream_args(
-            window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
+            window_size,
+            overlap,
+            num_inference_steps,
+            decode_chunk_size,
+            encode_chunk_size,
+            output_type,
+            processing_resolution,
+            match_input_resolution,
+            resample_method_input,
+            resample_method_output,
         )
         frames = self.video_processor.as_frames(video)
         if not isinstance(frames, (list, tuple, np.ndarray, torch.Tensor)):
@@ -931,6 +1006,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         for index, frame in enumerate(frames):
             size = self.video_processor.frame_to_array(frame, index).shape[:2]
             first_size = self.video_processor.check_size(index, size, first_size)
+        processing_size(first_size, processing_resolution)  # a side that would shrink to nothing
 
     # ------------------------------------------------------------------------------------------------------------
     # Model passes
@@ -989,7 +1065,11 @@ class NormalCrafterPipeline(DiffusionPipeline):
         decode_chunk_size: int = 7,
         output_type: str = "np",
         encode_chunk_size: int = 7,
-    ) -> Iterator[np.ndarray | torch.Tensor]:
+        processing_resolution: int | None = None,
+        match_input_resolution: bool = True,
+        resample_method_input: str = "bilinear",
+        resample_method_output: str = "bilinear",
+    ) -> Iterator[np.ndarray | torch.Tensor | list[PIL.Image.Image]]:
         r"""Estimate normals for a video of any length, yielding them in order as soon as they are final.
 
         Frames are read from `video` one at a time (a generator over a two-hour video is fine); at any moment only
@@ -1006,15 +1086,35 @@ class NormalCrafterPipeline(DiffusionPipeline):
             decode_chunk_size (`int`, defaults to 7): frames decoded together by the temporal VAE decoder; chunks
                 are counted from frame 0, so the result does not depend on how the video is read.
             output_type (`str`, defaults to `"np"`): `"np"` yields `(k, H, W, 3)` float32 arrays, `"pt"` yields
-                `[k, 3, H, W]` tensors, `"latent"` yields the merged latents `[k, C, h, w]`.
+                `[k, 3, H, W]` tensors, `"pil"` yields lists of k RGB PIL images `(n + 1) / 2` (the colours of
+                diffusers' `MarigoldImageProcessor.visualize_normals`), `"latent"` yields the merged latents
+                `[k, C, h, w]`.
             encode_chunk_size (`int`, defaults to 7): frames CLIP and the VAE encoder see at once (memory against
                 speed; both encode each frame on its own).
+            processing_resolution (`int`, *optional*): longest side of the frames the model sees; frames are
+                resized to it (aspect kept, sides rounded down; smaller frames are scaled up) before the white
+                padding to multiples of 64. `None` or 0 (the default) keeps the input size.
+            match_input_resolution (`bool`, defaults to `True`): resize the normals back to the input size (and
+                scale them to unit length again); `False` returns them at the processing size.
+            resample_method_input (`str`, defaults to `"bilinear"`): how frames are resized to
+                `processing_resolution`: `"bilinear"` or `"bicubic"` (anti-aliased), `"nearest"` or `"area"`.
+            resample_method_output (`str`, defaults to `"bilinear"`): how normals are resized back to the input size
+                (the same choices, not anti-aliased).
 
         Yields:
             Consecutive chunks of unit normals (or latents), covering every frame exactly once, in order.
         """
         _check_stream_args(
-            window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
+            window_size,
+            overlap,
+            num_inference_steps,
+            decode_chunk_size,
+            encode_chunk_size,
+            output_type,
+            processing_resolution,
+            match_input_resolution,
+            resample_method_input,
+            resample_method_output,
         )
         frames = self.video_processor.as_frames(video)
         denoiser = WindowedDenoiser(self, window_size, overlap, num_inference_steps, encode_chunk_size)
@@ -1025,26 +1125,32 @@ class NormalCrafterPipeline(DiffusionPipeline):
             progress.unit = "frame"
             # 1. Read, pad and hand each frame to the windowed denoiser; 2. decode the latents that became final
             for index, frame in enumerate(progress):
-                pixels, size = self.video_processor.preprocess(frame, index, size)  # [3, Hp, Wp]
+                pixels, size = self.video_processor.preprocess(
+                    frame, index, size, processing_resolution, resample_method_input
+                )  # [3, Hp, Wp]
+                if index == 0:  # (H, W) the model sees, and that of the outputs
+                    model_size = processing_size(size, processing_resolution)
+                    out = (model_size, size if match_input_resolution else model_size, resample_method_output)
                 for latents in denoiser.add(pixels):
                     undecoded.append(latents)
-                    yield from self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=False)
+                    yield from self._stream_outputs(undecoded, decode_chunk_size, out, output_type, last=False)
         undecoded.extend(denoiser.finish())
-        yield from self._stream_outputs(undecoded, decode_chunk_size, size, output_type, last=True)
+        yield from self._stream_outputs(undecoded, decode_chunk_size, out, output_type, last=True)
         self.maybe_free_model_hooks()
 
     def _stream_outputs(
         self,
         undecoded: list[torch.Tensor],
         decode_chunk_size: int,
-        size: tuple[int, int],
+        sizes: tuple[tuple[int, int], tuple[int, int], str],
         output_type: str,
         last: bool,
-    ) -> Iterator[np.ndarray | torch.Tensor]:
+    ) -> Iterator[np.ndarray | torch.Tensor | list[PIL.Image.Image]]:
         """Yield what `stream` gives for the final latents held in `undecoded`, leaving there what must wait: the
         latents themselves for `"latent"`, else the normals of each full decode chunk (and of the shorter rest when
         `last`). Chunks are counted from frame 0, as the reference decodes them, so the result does not depend on how
-        the video arrives."""
+        the video arrives. `sizes`: the (H, W) the model saw, the (H, W) of the outputs and the resampling method
+        between them."""
         if output_type == "latent":
             yield from undecoded
             undecoded.clear()
@@ -1054,7 +1160,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
         undecoded[:] = [queue[num_decoded:]] if num_decoded < queue.shape[0] else []
         for i in range(0, num_decoded, decode_chunk_size):
             decoded = self.decode_latents(queue[i : min(i + decode_chunk_size, num_decoded)])  # [k, 3, Hp, Wp]
-            yield self.video_processor.postprocess(decoded, size, output_type)
+            model_size, output_size, resample_method = sizes
+            yield self.video_processor.postprocess(decoded, model_size, output_type, output_size, resample_method)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -1068,6 +1175,10 @@ class NormalCrafterPipeline(DiffusionPipeline):
         output_type: str = "np",
         return_dict: bool = True,
         encode_chunk_size: int = 7,
+        processing_resolution: int | None = None,
+        match_input_resolution: bool = True,
+        resample_method_input: str = "bilinear",
+        resample_method_output: str = "bilinear",
     ) -> NormalCrafterPipelineOutput | tuple:
         r"""Estimate temporally consistent surface normals for every frame of `video`.
 
@@ -1076,7 +1187,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
                 tensor in [0, 1], or any iterable of frames (a generator, a [`VideoReader`]), read once. Grayscale
                 and RGBA are converted to RGB. The output has one frame per frame read, whatever `len(video)` says.
                 For long videos use [`~NormalCrafterPipeline.stream`], which also yields as it goes.
-            window_size, overlap, num_inference_steps, decode_chunk_size, output_type, encode_chunk_size: see
+            window_size, overlap, num_inference_steps, decode_chunk_size, output_type, encode_chunk_size,
+            processing_resolution, match_input_resolution, resample_method_input, resample_method_output: see
                 [`~NormalCrafterPipeline.stream`].
             return_dict (`bool`, defaults to `True`): return a [`NormalCrafterPipelineOutput`] or a tuple.
 
@@ -1084,11 +1196,21 @@ class NormalCrafterPipeline(DiffusionPipeline):
 
         Returns:
             [`NormalCrafterPipelineOutput`] or `tuple`: `normals`, float32 unit vectors `(F, H, W, 3)` (`"np"`),
-            `[F, 3, H, W]` (`"pt"`), or merged latents (`"latent"`).
+            `[F, 3, H, W]` (`"pt"`), a list of F RGB PIL images (`"pil"`), or merged latents (`"latent"`).
         """
         # 1. Check the arguments, and every frame of a video held in memory, before any model runs
         self.check_inputs(
-            video, window_size, overlap, num_inference_steps, decode_chunk_size, output_type, encode_chunk_size
+            video,
+            window_size,
+            overlap,
+            num_inference_steps,
+            decode_chunk_size,
+            output_type,
+            encode_chunk_size,
+            processing_resolution,
+            match_input_resolution,
+            resample_method_input,
+            resample_method_output,
         )
         frames = self.video_processor.as_frames(video)
         announced = len(frames) if hasattr(frames, "__len__") else None
@@ -1102,15 +1224,21 @@ class NormalCrafterPipeline(DiffusionPipeline):
             decode_chunk_size=decode_chunk_size,
             output_type=output_type,
             encode_chunk_size=encode_chunk_size,
+            processing_resolution=processing_resolution,
+            match_input_resolution=match_input_resolution,
+            resample_method_input=resample_method_input,
+            resample_method_output=resample_method_output,
         )
         if output_type == "np":
             normals = _gather_chunks(chunks, expected=announced)
+        elif output_type == "pil":
+            normals = [image for chunk in chunks for image in chunk]
         else:
             normals = torch.cat(list(chunks))
-        if announced is not None and normals.shape[0] != announced:
+        if announced is not None and len(normals) != announced:
             logger.warning(
-                f"`video` announced {announced} frames (its `len`) but yielded {normals.shape[0]}; the output has "
-                f"{normals.shape[0]}, one per frame read."
+                f"`video` announced {announced} frames (its `len`) but yielded {len(normals)}; the output has "
+                f"{len(normals)}, one per frame read."
             )
 
         if not return_dict:
@@ -1136,7 +1264,16 @@ def _gather_chunks(chunks: Iterable[np.ndarray], expected: int | None) -> np.nda
 
 
 def _check_stream_args(
-    window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
+    window_size,
+    overlap,
+    num_inference_steps,
+    decode_chunk_size,
+    encode_chunk_size,
+    output_type,
+    processing_resolution=None,
+    match_input_resolution=True,
+    resample_method_input="bilinear",
+    resample_method_output="bilinear",
 ) -> None:
     _check_window_args(window_size, overlap)
     for name, value in (
@@ -1148,6 +1285,23 @@ def _check_stream_args(
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+    if processing_resolution is not None and (
+        not isinstance(processing_resolution, int)
+        or isinstance(processing_resolution, bool)
+        or processing_resolution < 0
+    ):
+        raise ValueError(
+            "`processing_resolution` must be None or an integer >= 0 (None or 0 keeps the input size), got "
+            f"{processing_resolution!r}."
+        )
+    if not isinstance(match_input_resolution, bool):
+        raise ValueError(f"`match_input_resolution` must be True or False, got {match_input_resolution!r}.")
+    for name, value in (
+        ("resample_method_input", resample_method_input),
+        ("resample_method_output", resample_method_output),
+    ):
+        if value not in RESAMPLE_METHODS:
+            raise ValueError(f"`{name}` must be one of {RESAMPLE_METHODS}, got {value!r}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,14 @@ first removes the partial outputs of its final name left by processes that no lo
 - [`SideBySideVideoWriter`]: H.264 mp4 of the input frame and its normals side by side;
 - [`Png16SequenceWriter`]: a folder of 16-bit RGB PNGs, `round((n + 1) / 2 * 65535)` per channel
   (`NormalsProcessor.to_uint16`; read back with `read_png16` and `NormalsProcessor.from_uint16`);
-- [`NpyWriter`]: one float16 `.npy` array `(F, H, W, 3)` written through a memory map.
+- [`NpyWriter`]: one float16 `.npy` array `(F, H, W, 3)` written through a memory map;
+- [`NpzWriter`]: one `.npz` with key `normal`, a float16 `(F, H, W, 3)` array (the NormalCrafter release's
+  layout), streamed into the zip member chunk by chunk;
+- [`ExrSequenceWriter`]: a folder of float EXRs (half or float32) with channels R, G, B holding x, y, z (needs the
+  `exr` extra: `pip install "normalcrafter-pipeline[exr]"`).
+
+Every writer takes `axis_signs` (from `NormalsProcessor.axis_signs`): the normals are written in that axis
+convention (default: ours, +x right, +y up, +z toward the camera).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -482,9 +490,19 @@ def remove_own_partials() -> list[Path]:
 
 
 class _AtomicOutput:
-    """Base of the writers: a hidden temporary path beside `path`, renamed to `path` on a clean close."""
+    """Base of the writers: a hidden temporary path beside `path`, renamed to `path` on a clean close.
 
-    def __init__(self, path: str | os.PathLike, is_dir: bool = False):
+    `axis_signs` (three +-1 values, see `NormalsProcessor.axis_signs`) multiplies the normals' x, y and z before
+    they are written: the output's axis convention. None keeps ours.
+    """
+
+    def __init__(self, path: str | os.PathLike, is_dir: bool = False, axis_signs: Sequence[float] | None = None):
+        self.axis_signs = None
+        if axis_signs is not None:
+            signs = np.asarray(axis_signs, dtype=np.float32)
+            if signs.shape != (3,) or not np.isin(signs, (-1.0, 1.0)).all():
+                raise ValueError(f"`axis_signs` must be three values of +1 or -1, got {axis_signs!r}.")
+            self.axis_signs = None if (signs == 1.0).all() else signs
         self.path = Path(path)
         self.temp_path = partial_path(self.path)
         self.is_dir = is_dir
@@ -500,6 +518,11 @@ class _AtomicOutput:
         self._remove(self.temp_path)
         with _OWN_PARTIALS_LOCK:
             _OWN_PARTIALS.add(self.temp_path)
+
+    def _normals(self, normals: np.ndarray) -> np.ndarray:
+        """`normals` as a `(k, H, W, 3)` chunk in this output's axis convention."""
+        normals = _as_chunk(normals, "normals")
+        return normals if self.axis_signs is None else normals * self.axis_signs
 
     def _forget(self) -> None:
         with _OWN_PARTIALS_LOCK:
@@ -580,8 +603,15 @@ class VideoWriter(_AtomicOutput):
     Odd heights or widths are padded by one replicated row/column, as yuv420p needs even sizes.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, preset: str = "medium"):
-        super().__init__(path)
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        crf: int = 18,
+        preset: str = "medium",
+        axis_signs: Sequence[float] | None = None,
+    ):
+        super().__init__(path, axis_signs=axis_signs)
         if not fps > 0:
             raise ValueError(f"`fps` must be > 0, got {fps}.")
         self.fps = float(fps)
@@ -643,14 +673,14 @@ class NormalsVideoWriter(VideoWriter):
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
         """Append normals `(H, W, 3)` or `(k, H, W, 3)`; `frames` is ignored (same call as the other writers)."""
-        self.write_frames(NormalsProcessor.to_rgb(_as_chunk(normals, "normals")))
+        self.write_frames(NormalsProcessor.to_rgb(self._normals(normals)))
 
 
 class SideBySideVideoWriter(VideoWriter):
     """mp4 of each input frame (left) beside its normals (right)."""
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
-        normals = _as_chunk(normals, "normals")
+        normals = self._normals(normals)
         if frames is None:
             raise ValueError("`frames` is required by the side-by-side writer: pass the input frames of `normals`.")
         frames = _as_chunk(frames, "frames")
@@ -670,15 +700,20 @@ class Png16SequenceWriter(_AtomicOutput):
     (exact to 1/65535 per channel). The folder is written under a temporary name and renamed when complete.
     """
 
-    def __init__(self, path: str | os.PathLike, compress_level: int = 6, name_format: str = "frame_{:06d}.png"):
-        super().__init__(path, is_dir=True)
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        compress_level: int = 6,
+        name_format: str = "frame_{:06d}.png",
+        axis_signs: Sequence[float] | None = None,
+    ):
+        super().__init__(path, is_dir=True, axis_signs=axis_signs)
         self.compress_level = compress_level
         self.name_format = name_format
         self.temp_path.mkdir()
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
-
-        for normal in NormalsProcessor.to_uint16(_as_chunk(normals, "normals")):
+        for normal in NormalsProcessor.to_uint16(self._normals(normals)):
             target = self.temp_path / self.name_format.format(self.num_written)
             write_png16(target, normal, compress_level=self.compress_level)
             self.num_written += 1
@@ -704,8 +739,9 @@ class NpyWriter(_AtomicOutput):
         height: int,
         width: int,
         dtype: np.dtype | str = np.float16,
+        axis_signs: Sequence[float] | None = None,
     ):
-        super().__init__(path)
+        super().__init__(path, axis_signs=axis_signs)
         if num_frames < 1 or height < 1 or width < 1:
             raise ValueError(f"`num_frames`, `height`, `width` must be >= 1, got {num_frames}, {height}, {width}.")
         self.shape = (int(num_frames), int(height), int(width), 3)
@@ -720,7 +756,7 @@ class NpyWriter(_AtomicOutput):
         return np.memmap(self.temp_path, self.dtype, mode, offset=offset, shape=(count,) + self.shape[1:])
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
-        normals = _as_chunk(normals, "normals")
+        normals = self._normals(normals)
         if normals.shape[1:] != self.shape[1:]:
             raise ValueError(f"`normals` of shape {normals.shape} do not match the array's {self.shape[1:]}.")
         end = self.num_written + normals.shape[0]
@@ -750,3 +786,162 @@ class NpyWriter(_AtomicOutput):
             except BaseException:
                 shrunk.unlink(missing_ok=True)
                 raise
+
+
+class NpzWriter(_AtomicOutput):
+    """Normals as one `.npz` holding the key `normal`: a `(F, H, W, 3)` array, float16 by default (the layout of
+    the NormalCrafter release's saved results; `np.load(path)["normal"]`).
+
+    The array is streamed into the zip member as chunks arrive (an `.npy` header for the announced shape, then the
+    raw frames), so the process's memory does not grow with the video's length. The zip is stored uncompressed, as
+    `numpy.savez` writes it. `num_frames` is the expected count; if fewer frames arrive, the file is rewritten with
+    the frames that came when the writer is closed (again chunk by chunk).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_frames: int,
+        height: int,
+        width: int,
+        dtype: np.dtype | str = np.float16,
+        key: str = "normal",
+        axis_signs: Sequence[float] | None = None,
+    ):
+        super().__init__(path, axis_signs=axis_signs)
+        self._zip: zipfile.ZipFile | None = None
+        self._member = None
+        try:
+            if num_frames < 1 or height < 1 or width < 1:
+                raise ValueError(f"`num_frames`, `height`, `width` must be >= 1, got {num_frames}, {height}, {width}.")
+            self.shape = (int(num_frames), int(height), int(width), 3)
+            self.dtype = np.dtype(dtype)
+            self.key = key
+            self._zip, self._member = self._open_member(self.temp_path, self.shape)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open_member(self, path: Path, shape: tuple[int, ...]):
+        archive = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        try:
+            # The member's size is not declared up front: zip64 from the start, so that it may pass 4 GiB.
+            member = archive.open(f"{self.key}.npy", "w", force_zip64=True)
+            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(member, header)  # version 1.0, as numpy.save writes small headers
+        except BaseException:
+            archive.close()
+            raise
+        return archive, member
+
+    def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
+        normals = self._normals(normals)
+        if normals.shape[1:] != self.shape[1:]:
+            raise ValueError(f"`normals` of shape {normals.shape} do not match the array's {self.shape[1:]}.")
+        end = self.num_written + normals.shape[0]
+        if end > self.shape[0]:
+            raise ValueError(f"{self.path}: more frames ({end}) than announced ({self.shape[0]}).")
+        self._member.write(memoryview(np.ascontiguousarray(normals, dtype=self.dtype)))
+        self.num_written = end
+
+    def _close_archive(self) -> None:
+        member, archive = self._member, self._zip
+        self._member = self._zip = None
+        try:
+            if member is not None:
+                member.close()
+        finally:
+            if archive is not None:
+                archive.close()
+
+    def _finish(self) -> None:
+        if self.num_written == 0:
+            raise ValueError(f"No frame was written to {self.path}.")
+        self._close_archive()
+        if self.num_written < self.shape[0]:
+            logger.warning(f"{self.path}: {self.num_written} of {self.shape[0]} announced frames were written.")
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """Rewrite the archive with an array of the frames written (its header announced more)."""
+        shape = (self.num_written,) + self.shape[1:]
+        frame_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:]))
+        shrunk = self.temp_path.with_name(self.temp_path.name + ".shrunk.npz")
+        try:
+            archive, member = self._open_member(shrunk, shape)
+            with archive, member, zipfile.ZipFile(self.temp_path) as source:
+                with source.open(f"{self.key}.npy") as data:
+                    np.lib.format.read_magic(data)
+                    np.lib.format.read_array_header_1_0(data)
+                    for start in range(0, self.num_written, 64):
+                        member.write(data.read(min(64, self.num_written - start) * frame_bytes))
+            os.replace(shrunk, self.temp_path)
+        except BaseException:
+            shrunk.unlink(missing_ok=True)
+            raise
+
+    def _release(self) -> None:
+        try:
+            self._close_archive()
+        except Exception:  # the temporary file is removed anyway
+            pass
+
+
+EXR_DTYPES = ("float16", "float32")
+
+
+def openexr_missing_reason() -> str | None:
+    """Why EXR files cannot be written here (the OpenEXR bindings are not installed), or None when they can."""
+    import importlib.util
+
+    if importlib.util.find_spec("OpenEXR") is None:
+        return (
+            "writing EXR needs the OpenEXR Python bindings (>= 3.2), which are not installed: "
+            'pip install "normalcrafter-pipeline[exr]" (or pip install "OpenEXR>=3.2")'
+        )
+    return None
+
+
+class ExrSequenceWriter(_AtomicOutput):
+    """A folder of EXR images `frame_000000.exr`, ... holding the normals as floats: channels R, G, B are x, y, z,
+    half floats by default (`dtype="float32"` for full precision), ZIP-compressed scanlines.
+
+    Uses the maintained `OpenEXR` Python bindings (>= 3.2; the `exr` extra). The folder is written under a
+    temporary name and renamed when complete. Read a frame back with `OpenEXR.File(path).channels()["RGB"].pixels`
+    (`(H, W, 3)`: the bindings gather R, G, B), or channel by channel with
+    `OpenEXR.File(path, separate_channels=True).channels()["R"].pixels`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        dtype: np.dtype | str = np.float16,
+        name_format: str = "frame_{:06d}.exr",
+        axis_signs: Sequence[float] | None = None,
+    ):
+        # Before anything is created on disk: a missing extra must not leave a temporary folder behind.
+        reason = openexr_missing_reason()
+        if reason is not None:
+            raise ImportError(reason)
+        dtype = np.dtype(dtype)
+        if dtype.name not in EXR_DTYPES:
+            raise ValueError(f"`dtype` of an EXR output must be one of {EXR_DTYPES}, got {dtype.name!r}.")
+        super().__init__(path, is_dir=True, axis_signs=axis_signs)
+        self.dtype = dtype
+        self.name_format = name_format
+        self.temp_path.mkdir()
+
+    def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
+        import OpenEXR
+
+        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+        for normal in self._normals(normals):
+            channels = {name: np.ascontiguousarray(normal[..., i], dtype=self.dtype) for i, name in enumerate("RGB")}
+            target = self.temp_path / self.name_format.format(self.num_written)
+            with OpenEXR.File(header, channels) as exr:
+                exr.write(str(target))
+            self.num_written += 1
+
+    def _finish(self) -> None:
+        if self.num_written == 0:
+            raise ValueError(f"No frame was written to {self.path}.")
