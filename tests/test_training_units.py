@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from normalcrafter_pipeline import predict_window_latents
-from normalcrafter_pipeline.testing_utils import svd_xt_scheduler, tiny_pipeline
+from normalcrafter_pipeline.testing_utils import svd_xt_scheduler, tiny_dino, tiny_pipeline
 from normalcrafter_pipeline.training import (
     DinoFeatures,
     FeatureTap,
@@ -32,9 +32,8 @@ from normalcrafter_pipeline.training import (
     vae_decoder_loss,
     warmup_exponential_factor,
 )
-from normalcrafter_pipeline.training.common import create_optimizer
+from normalcrafter_pipeline.training.session import create_optimizer
 from normalcrafter_pipeline.training.sfr import sfr_feature_channels
-from normalcrafter_pipeline.training.testing import tiny_dino
 
 
 def _batch(frames=1, size=64, seed=0):
