@@ -251,7 +251,7 @@ def test_mixed_size_frame_folder_is_refused_before_the_model_loads(tmp_path, cap
 @pytest.mark.parametrize(
     "extra, start",
     [
-        (["--overlap", "4"], "error: --overlap must be >= 0 and smaller than --window-size (4), got 4."),
+        (["--overlap", "4"], "error: --overlap must be an integer with 0 <= overlap < window_size (4), got 4."),
         (["--steps", "0"], "error: --steps must be >= 1, got 0."),
         (["--max-res", "-8"], "error: --max-res must be >= 0"),
         (["--target-fps", "0"], "error: --target-fps must be > 0, got 0.0."),

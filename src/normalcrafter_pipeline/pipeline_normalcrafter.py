@@ -78,7 +78,7 @@ def plan_windows(num_frames: int, window_size: int = 14, overlap: int = 4) -> li
     """
     if num_frames < 1:
         raise ValueError(f"`num_frames` must be >= 1, got {num_frames}.")
-    _check_window_args(window_size, overlap)
+    check_window_args(window_size, overlap)
     if num_frames <= window_size:
         return [(0, num_frames)]
     stride = window_size - overlap
@@ -97,7 +97,7 @@ class WindowPlanner:
     """
 
     def __init__(self, window_size: int = 14, overlap: int = 4):
-        _check_window_args(window_size, overlap)
+        check_window_args(window_size, overlap)
         self.window_size = window_size
         self.stride = window_size - overlap
         self._next_start = 0
@@ -187,7 +187,7 @@ def normalize_normals(normals: torch.Tensor, dim: int = 1, eps: float = 1e-6) ->
     return normals / normals.norm(dim=dim, keepdim=True).clamp_min(eps)
 
 
-def _check_window_args(window_size: Any, overlap: Any) -> None:
+def check_window_args(window_size: Any, overlap: Any) -> None:
     if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
         raise ValueError(f"`window_size` must be an integer >= 1, got {window_size!r}. The released model uses 14.")
     if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0 or overlap >= window_size:
@@ -1019,7 +1019,7 @@ def _gather_chunks(chunks: Iterable[np.ndarray], expected: int | None) -> np.nda
 def _check_stream_args(
     window_size, overlap, num_inference_steps, decode_chunk_size, encode_chunk_size, output_type
 ) -> None:
-    _check_window_args(window_size, overlap)
+    check_window_args(window_size, overlap)
     for name, value in (
         ("num_inference_steps", num_inference_steps),
         ("decode_chunk_size", decode_chunk_size),
