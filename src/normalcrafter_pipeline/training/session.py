@@ -142,6 +142,7 @@ class TrainingSession:
         self._parameters: list[torch.nn.Parameter] = []
         self._ema = None
         self._ema_model: torch.nn.Module | None = None
+        self._clips: list[dict] = []  # validation clips, loaded by `train`
 
     @property
     def device(self) -> torch.device:
@@ -225,6 +226,10 @@ class TrainingSession:
         with the total under `"loss"`. Returns the global step reached."""
         from tqdm.auto import tqdm
 
+        if not self._models:
+            raise RuntimeError(
+                "`TrainingSession.train` ran before `prepare`; call `prepare(trained, parameters, ...)` first."
+            )
         args, accelerator = self.args, self.accelerator
         if accelerator.is_main_process:
             accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
