@@ -122,11 +122,12 @@ def child(config: dict) -> dict:
 
     torch.set_num_threads(config["threads"])
     from normalcrafter_pipeline import cli
+    from normalcrafter_pipeline.dtypes import torch_dtype
     from normalcrafter_pipeline.video_io import read_video
 
     start = time.perf_counter()
     if config["full_arch"]:
-        pipe = build_full_pipeline(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[config["dtype"]]))
+        pipe = build_full_pipeline(torch_dtype(config["dtype"]))
     else:
         from normalcrafter_pipeline.testing_utils import tiny_pipeline
 

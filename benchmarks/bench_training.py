@@ -48,9 +48,8 @@ def build(arch: str):
     from transformers import Dinov2Config, Dinov2Model
 
     from normalcrafter_pipeline import NormalCrafterPipeline
-    from normalcrafter_pipeline.testing_utils import svd_xt_components, tiny_components
+    from normalcrafter_pipeline.testing_utils import svd_xt_components, tiny_components, tiny_dino
     from normalcrafter_pipeline.training import DinoFeatures
-    from normalcrafter_pipeline.training.testing import tiny_dino
 
     if arch == "tiny":
         return NormalCrafterPipeline(**tiny_components(0)), DinoFeatures(tiny_dino())
@@ -80,11 +79,12 @@ def estimate_mb(arch: str, stage: str, precision: str, optimizer: str) -> float:
 
 
 def run_child(arch, stage, checkpointing, steps, frames, precision, optimizer) -> dict:
+    from normalcrafter_pipeline.dtypes import torch_dtype
     from normalcrafter_pipeline.training import SFRProjector, freeze_temporal_layers, stage1_loss, stage2_loss
     from normalcrafter_pipeline.training.sfr import sfr_feature_channels
 
     pipe, dino = build(arch)
-    frozen_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    frozen_dtype = torch_dtype(precision)
     for module in (pipe.vae, pipe.image_encoder, dino):
         module.requires_grad_(False).to(frozen_dtype)
     unet = pipe.unet.train()

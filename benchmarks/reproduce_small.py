@@ -30,9 +30,9 @@ import time
 import torch
 
 from normalcrafter_pipeline.evaluation import evaluate_model
-from normalcrafter_pipeline.testing_utils import tiny_pipeline
+from normalcrafter_pipeline.testing_utils import save_tiny_dino, tiny_pipeline
 from normalcrafter_pipeline.training import render_dataset
-from normalcrafter_pipeline.training.testing import save_tiny_dino
+from normalcrafter_pipeline.video_io import atomic_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -206,10 +206,8 @@ def write_results(args, results, timings, total_seconds, argv) -> None:
         if COMMENTARY_MARKER in previous:
             lines += [COMMENTARY_MARKER + previous.split(COMMENTARY_MARKER, 1)[1].rstrip("\n"), ""]
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    temporary = args.results + ".partial"
-    with open(temporary, "w") as handle:
+    with atomic_output(args.results) as temporary, open(temporary, "w") as handle:
         handle.write("\n".join(lines))
-    os.replace(temporary, args.results)
     print("\n".join(lines))
 
 

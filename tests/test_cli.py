@@ -133,7 +133,7 @@ def test_one_corrupt_input_fails_alone_with_a_summary(model_dir, videos, tmp_pat
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--overlap", "6"], "--overlap must be >= 0 and smaller than --window-size"),
+        (["--overlap", "6"], "--overlap must be an integer with 0 <= overlap < window_size (6), got 6."),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--process-length", "0"], "--process-length must be -1"),
         (["--cpu-offload", "model"], "--cpu-offload model conflicts with --device cpu"),
@@ -222,7 +222,6 @@ def test_help_documents_every_option(capsys):
         "--cpu-offload",
         "--save",
         "--skip-existing",
-        "--seed",
         "--exr-dtype",
         "--convention",
         "--flip-x",

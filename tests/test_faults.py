@@ -24,6 +24,7 @@ from test_video_io import decode_all, make_frames, write_video
 from normalcrafter_pipeline import cli, video_io
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.training import render_dataset
+from normalcrafter_pipeline.training.arguments import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--window-size", "4", "--overlap", "1", "--decode-chunk-size", "2", "--device", "cpu", "--dtype", "fp32"]
@@ -250,7 +251,7 @@ def test_mixed_size_frame_folder_is_refused_before_the_model_loads(tmp_path, cap
 @pytest.mark.parametrize(
     "extra, start",
     [
-        (["--overlap", "4"], "error: --overlap must be >= 0 and smaller than --window-size (4), got 4."),
+        (["--overlap", "4"], "error: --overlap must be an integer with 0 <= overlap < window_size (4), got 4."),
         (["--steps", "0"], "error: --steps must be >= 1, got 0."),
         (["--max-res", "-8"], "error: --max-res must be >= 0"),
         (["--target-fps", "0"], "error: --target-fps must be > 0, got 0.0."),
@@ -454,12 +455,12 @@ def test_training_scripts_check_data_and_output_before_loading(tmp_path, capsys,
         (["--train_data_dir", clips, "--height", "100"], "`--height` is 100; use a positive multiple of 64."),
     ]
     for extra, start in cases:
-        code = module.common.run_script(module.parse_args, main_must_not_run, common + extra)
+        code = run_script(module.parse_args, main_must_not_run, common + extra)
         err = capsys.readouterr().err
         case = f"{script}: {extra[-2]} {Path(extra[-1]).name}"
         check(case, code, err, tmp_path, before, 2, error_start=f"error: {start}")
     unwritable = ["--train_data_dir", clips, "--output_dir", str(tmp_path / "a_file" / "run")]
-    code = module.common.run_script(module.parse_args, main_must_not_run, common[:2] + unwritable)
+    code = run_script(module.parse_args, main_must_not_run, common[:2] + unwritable)
     err = capsys.readouterr().err
     start = f"error: `--output_dir` {str(tmp_path / 'a_file' / 'run')!r} cannot be written"
     check(f"{script}: unwritable --output_dir", code, err, tmp_path, before, 2, error_start=start)

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from normalcrafter_pipeline import NormalCrafterPipeline
-from normalcrafter_pipeline.testing_utils import tiny_pipeline
+from normalcrafter_pipeline.testing_utils import save_tiny_dino, tiny_pipeline
 from normalcrafter_pipeline.training import is_temporal_parameter, render_dataset
-from normalcrafter_pipeline.training.testing import save_tiny_dino
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "training")

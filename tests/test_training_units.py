@@ -3,12 +3,13 @@
 import argparse
 import copy
 import math
+import os
 
 import pytest
 import torch
 
 from normalcrafter_pipeline import predict_window_latents
-from normalcrafter_pipeline.testing_utils import svd_xt_scheduler, tiny_pipeline
+from normalcrafter_pipeline.testing_utils import svd_xt_scheduler, tiny_dino, tiny_pipeline
 from normalcrafter_pipeline.training import (
     DinoFeatures,
     FeatureTap,
@@ -32,9 +33,11 @@ from normalcrafter_pipeline.training import (
     vae_decoder_loss,
     warmup_exponential_factor,
 )
-from normalcrafter_pipeline.training.common import create_optimizer
+from normalcrafter_pipeline.training.checkpointing import list_checkpoints
+from normalcrafter_pipeline.training.session import create_optimizer
 from normalcrafter_pipeline.training.sfr import sfr_feature_channels
-from normalcrafter_pipeline.training.testing import tiny_dino
+from normalcrafter_pipeline.training.unwrap import unwrap_model
+from normalcrafter_pipeline.video_io import atomic_output
 
 
 def _batch(frames=1, size=64, seed=0):
@@ -256,6 +259,41 @@ def test_stage1_loss_trains_unet_and_projector():
     losses["loss"].backward()
     assert pipe.unet.conv_in.weight.grad is not None and projector.mlp[-1].weight.grad is not None
     assert pipe.vae.encoder.conv_in.weight.grad is None and all(p.grad is None for p in dino.parameters())
+
+
+class _Wrapper(torch.nn.Module):
+    """Stands in for DDP (`.module`) or a `torch.compile`d model (`._orig_mod`)."""
+
+    def __init__(self, attribute, model):
+        super().__init__()
+        setattr(self, attribute, model)
+
+
+def test_unwrap_model_sees_through_ddp_and_compile_in_any_nesting():
+    unet = tiny_pipeline().unet
+    for wrapped in (
+        _Wrapper("module", unet),
+        _Wrapper("_orig_mod", unet),
+        _Wrapper("_orig_mod", _Wrapper("module", unet)),
+        _Wrapper("module", _Wrapper("_orig_mod", unet)),
+    ):
+        assert unwrap_model(wrapped) is unet
+        assert sfr_feature_channels(wrapped) == sfr_feature_channels(unet)
+        assert FeatureTap(wrapped).block is unet.up_blocks[1]
+    assert unwrap_model(unet) is unet
+
+
+def test_checkpoint_folder_appears_only_when_complete(tmp_path):
+    final = tmp_path / "checkpoint-3"
+    with pytest.raises(RuntimeError, match="cut short"):
+        with atomic_output(final, is_dir=True) as partial:
+            (partial / "unet").mkdir(parents=True)
+            raise RuntimeError("cut short")
+    assert os.listdir(tmp_path) == []
+    with atomic_output(final, is_dir=True) as partial:
+        (partial / "unet").mkdir(parents=True)
+        assert list_checkpoints(str(tmp_path)) == []  # the hidden partial folder is not a checkpoint yet
+    assert list_checkpoints(str(tmp_path)) == ["checkpoint-3"] and (final / "unet").is_dir()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -60,8 +60,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Only the standard library above: `--help` and usage errors answer before numpy, torch, diffusers or transformers
-# are imported (each function imports what it needs).
+from normalcrafter_pipeline.dtypes import DTYPE_NAMES
+
+# Only the standard library above (`dtypes` imports nothing else): `--help` answers before numpy, torch, diffusers
+# or transformers are imported (each function imports what it needs).
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,6 @@ OUTPUT_SUFFIXES = {
     "exr": "_normals_exr",
     "side_by_side": "_side_by_side.mp4",
 }
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -160,7 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--dtype",
         default="auto",
-        choices=("auto", *DTYPES),
+        choices=("auto", *DTYPE_NAMES),
         help="auto: fp16 on cuda, bf16 on a cpu with native bf16, else fp32 (default auto).",
     )
     model.add_argument(
@@ -202,7 +203,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=7,
         help="frames decoded together by the VAE; lower it to save memory (default 7).",
     )
-    inference.add_argument("--seed", type=int, default=42, help="random seed, set before each video (default 42).")
     output = parser.add_argument_group("output")
     output.add_argument(
         "-o",
@@ -251,13 +251,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Reject out-of-range and conflicting options (raises `UsageError`)."""
-    if args.window_size < 1:
-        raise UsageError(f"--window-size must be >= 1, got {args.window_size}.")
-    if not 0 <= args.overlap < args.window_size:
-        raise UsageError(
-            f"--overlap must be >= 0 and smaller than --window-size ({args.window_size}), got {args.overlap}."
-        )
+    """Reject out-of-range and conflicting options known without torch (raises `UsageError`)."""
     if args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}.")
     if args.decode_chunk_size < 1:
@@ -279,6 +273,18 @@ def check_args(args: argparse.Namespace) -> None:
             f"--cpu-offload {args.cpu_offload} conflicts with --device {args.device}: offloading moves weights "
             "between the CPU and an accelerator; drop --cpu-offload or pick a GPU --device."
         )
+
+
+def check_window_options(args: argparse.Namespace) -> None:
+    """Reject a bad `--window-size`/`--overlap` with the pipeline's own check, its message naming the flags (raises
+    `UsageError`). The check lives with the pipeline, which imports torch: call this after the cheap checks."""
+    from normalcrafter_pipeline.pipeline_normalcrafter import check_window_args
+
+    try:
+        check_window_args(args.window_size, args.overlap)
+    except ValueError as error:
+        message = str(error).replace("`window_size`", "--window-size").replace("`overlap`", "--overlap")
+        raise UsageError(message) from None
 
 
 def check_output_dir(folder: Path, from_flag: bool = True) -> None:
@@ -665,13 +671,15 @@ def cpu_has_native_bf16() -> bool:
 def resolve_dtype(name: str, device):
     import torch
 
+    from normalcrafter_pipeline.dtypes import torch_dtype
+
     if name == "auto":
         if device.type == "cuda":
             return torch.float16
         if device.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
-    return getattr(torch, DTYPES[name])
+    return torch_dtype(name)
 
 
 def load_pipeline(args: argparse.Namespace, device, dtype):
@@ -818,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
-    # Everything that needs no model, checked before torch is imported: options, the output folder, the inputs.
+    # Everything that needs no model, checked before one loads: options, the output folder, the inputs.
     try:
         args = parse_args(argv)
         handlers.extend(configure_logging(args.verbose))
@@ -826,6 +834,8 @@ def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             check_output_dir(output_dir)
+        # Last: it imports torch (seconds), so the cheap checks answer at once.
+        check_window_options(args)
     except UsageError as error:
         # Every process of a multi-process run sees the same options: no process group exists yet to pick one.
         _error(str(error))
@@ -900,7 +910,6 @@ def _summary(failures: list[tuple[str, str]], prefix: str) -> int:
 def _run_jobs(args, ready, device, dtype, state, prefix: str, failures: list[tuple[str, str]]) -> bool:
     """Load the model and process `ready` (job, reader) pairs, appending failures; False if the model could not be
     loaded."""
-    import torch
     from tqdm.auto import tqdm
 
     if not args.verbose:
@@ -919,7 +928,6 @@ def _run_jobs(args, ready, device, dtype, state, prefix: str, failures: list[tup
 
     num_done = 0
     for job, reader in ready:
-        torch.manual_seed(args.seed)
         try:
             with tqdm(
                 total=len(reader),

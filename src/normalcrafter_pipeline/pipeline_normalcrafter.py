@@ -79,7 +79,7 @@ def plan_windows(num_frames: int, window_size: int = 14, overlap: int = 4) -> li
     """
     if num_frames < 1:
         raise ValueError(f"`num_frames` must be >= 1, got {num_frames}.")
-    _check_window_args(window_size, overlap)
+    check_window_args(window_size, overlap)
     if num_frames <= window_size:
         return [(0, num_frames)]
     stride = window_size - overlap
@@ -98,7 +98,7 @@ class WindowPlanner:
     """
 
     def __init__(self, window_size: int = 14, overlap: int = 4):
-        _check_window_args(window_size, overlap)
+        check_window_args(window_size, overlap)
         self.window_size = window_size
         self.stride = window_size - overlap
         self._next_start = 0
@@ -296,7 +296,7 @@ def normals_to_pil(normals: np.ndarray) -> list[PIL.Image.Image]:
     return [PIL.Image.fromarray(frame) for frame in (scaled * np.float32(255)).astype(np.uint8)]
 
 
-def _check_window_args(window_size: Any, overlap: Any) -> None:
+def check_window_args(window_size: Any, overlap: Any) -> None:
     if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
         raise ValueError(f"`window_size` must be an integer >= 1, got {window_size!r}. The released model uses 14.")
     if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0 or overlap >= window_size:
@@ -1275,7 +1275,7 @@ def _check_stream_args(
     resample_method_input="bilinear",
     resample_method_output="bilinear",
 ) -> None:
-    _check_window_args(window_size, overlap)
+    check_window_args(window_size, overlap)
     for name, value in (
         ("num_inference_steps", num_inference_steps),
         ("decode_chunk_size", decode_chunk_size),

@@ -108,11 +108,11 @@ def build_repo(
     import torch
 
     from .pipeline_normalcrafter import NormalCrafterPipeline
+    from .video_io import atomic_output
 
     output_dir = Path(output_dir)
-    partial = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(output_dir, is_dir=True) as partial:
         pipe = NormalCrafterPipeline.from_pretrained(
             weights, base_model=base_model, revision=revision, torch_dtype=torch.float32
         )
@@ -123,11 +123,6 @@ def build_repo(
                 weights.rename(partial / weights.parent.name / weights.name)
             shutil.rmtree(partial / ".fp16")
         (partial / "README.md").write_text(render_readme(model_card, repo_id), encoding="utf-8")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        partial.rename(output_dir)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return output_dir
 
 

@@ -3,11 +3,13 @@
 `tiny_components` follows the architecture of the released model (an SVD-style spatio-temporal UNet with 8 input
 channels, a temporal-decoder VAE with a spatial factor of 8, a CLIP vision tower with projection) at a size that
 runs in milliseconds on a CPU. `svd_xt_components` builds the real SVD-xt sizes (UNet 1.5B parameters, about 9 GB
-in fp32) at random weights, for speed and memory measurements without the gated weights. Nothing here touches the
-network.
+in fp32) at random weights, for speed and memory measurements without the gated weights. `tiny_dino` is a toy
+DINOv2 for the Semantic Feature Regularization of training. Nothing here touches the network.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
@@ -175,3 +177,25 @@ def tiny_pipeline(seed: int = 0, **kwargs):
     from .pipeline_normalcrafter import NormalCrafterPipeline
 
     return NormalCrafterPipeline(**tiny_components(seed, **kwargs))
+
+
+def tiny_dino(seed: int = 0, hidden_size: int = 32, patch_size: int = 14):
+    """A 2-layer random `Dinov2Model` (transformers) at toy width."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    config = Dinov2Config(
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        image_size=56,
+        patch_size=patch_size,
+    )
+    return Dinov2Model(config).eval()
+
+
+def save_tiny_dino(folder: str | os.PathLike, seed: int = 0) -> str:
+    """Save `tiny_dino(seed)` to `folder` (loadable as `--dino_model folder`) and return the path."""
+    tiny_dino(seed).save_pretrained(folder)
+    return os.fspath(folder)

@@ -30,6 +30,7 @@ convention (default: ours, +x right, +y up, +z toward the camera).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -595,6 +596,14 @@ def close_together(writers: Iterable[_AtomicOutput]) -> None:
         raise
     for writer in writers:
         writer.close()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Write a file (or, with `is_dir`, a folder) at `path` through the writers' mechanism: the block writes the
+    yielded hidden temporary path, which is renamed to `path` when the block ends cleanly and removed otherwise."""
+    with _AtomicOutput(path, is_dir=is_dir) as output:
+        yield output.temp_path
 
 
 class VideoWriter(_AtomicOutput):

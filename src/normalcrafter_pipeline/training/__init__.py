@@ -1,6 +1,7 @@
-"""Training recipe of NormalCrafter: EDM preconditioning, losses, SFR, data, the synthetic renderer and the pieces
-shared by the scripts in `training/`. See training/README.md. The clip format and the 16-bit PNG codec the data
-is stored in are in `normalcrafter_pipeline.formats`."""
+"""Training recipe of NormalCrafter: EDM preconditioning, losses, SFR, data, the synthetic renderer, and the pieces
+the scripts in `training/` share: their arguments (`arguments`), a training run's mechanics (`session`),
+checkpoints (`checkpointing`) and validation (`validation`). See training/README.md. The clip format and the 16-bit
+PNG codec the data is stored in are in `normalcrafter_pipeline.formats`."""
 
 from .data import ClipBatchSampler, NormalClipDataset
 from .edm import add_noise, edm_coefficients, edm_denoise, sample_sigmas
@@ -18,7 +19,7 @@ from .losses import (
 from .renderer import render_clip, render_dataset
 from .schedule import get_warmup_exponential_scheduler, warmup_exponential_factor
 from .sfr import DEFAULT_DINO_MODEL, DinoFeatures, FeatureTap, SFRProjector, match_grid, sfr_loss
-from .steps import (
+from .stage_losses import (
     decode_normal_latents,
     encode_conditioning,
     encode_normal_latents,

@@ -15,6 +15,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from .losses import sfr_alignment_loss
+from .unwrap import unwrap_model
 
 DEFAULT_DINO_MODEL = "facebook/dinov2-base"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,8 +49,7 @@ class FeatureTap:
     """
 
     def __init__(self, unet: nn.Module, block_index: int = 1):
-        while hasattr(unet, "module") or hasattr(unet, "_orig_mod"):
-            unet = getattr(unet, "module", None) or unet._orig_mod
+        unet = unwrap_model(unet)
         if len(unet.up_blocks) <= block_index:
             raise ValueError(
                 f"`block_index` is {block_index} but the UNet has {len(unet.up_blocks)} up blocks; pick an index "
@@ -133,6 +133,4 @@ def sfr_loss(projector: nn.Module, unet_features: torch.Tensor, dino_tokens: tor
 
 def sfr_feature_channels(unet: nn.Module, block_index: int = 1) -> int:
     """Channel width of the output of `unet.up_blocks[block_index]` (the projector's input width)."""
-    while hasattr(unet, "module"):
-        unet = unet.module
-    return unet.config.block_out_channels[::-1][block_index]
+    return unwrap_model(unet).config.block_out_channels[::-1][block_index]

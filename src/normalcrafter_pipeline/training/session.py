@@ -1,0 +1,306 @@
+"""The mechanics every training script runs the same way, held by `TrainingSession`: the accelerator and logging,
+the data loader, optimiser, learning-rate schedule and EMA, the checkpoint/resume/prune loop, validation and the
+final pipeline folder. What differs between the stages (which models load, which parameters train, the loss) stays
+in each script, in the order of its recipe."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+
+from ..dtypes import torch_dtype
+from ..pipeline_normalcrafter import NormalCrafterPipeline
+from .checkpointing import register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
+from .data import ClipBatchSampler, NormalClipDataset
+from .schedule import get_warmup_exponential_scheduler
+from .unwrap import unwrap_model
+from .validation import Predictor, load_validation_clips, log_validation
+
+logger = get_logger(__name__)
+
+PIPELINE_COMPONENTS = ("vae", "image_encoder", "unet", "scheduler", "feature_extractor")
+
+
+def create_accelerator(args: argparse.Namespace) -> Accelerator:
+    """An `Accelerator` writing logs under `output_dir/logging_dir`, seeded, with logging configured."""
+    project_config = ProjectConfiguration(
+        project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+    )
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=project_config,
+    )
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
+    )
+    logger.info(accelerator.state, main_process_only=False)
+    import diffusers
+    import transformers
+
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+        diffusers.utils.logging.set_verbosity_info()
+    else:
+        transformers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.set_verbosity_error()
+    set_seed(args.seed, device_specific=True)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    return accelerator
+
+
+def create_dataloader(args: argparse.Namespace, num_processes: int):
+    """`(batch_sampler, dataloader)`; every batch holds clips of one length in `[min_num_frames, max_num_frames]`."""
+    dataset = NormalClipDataset(
+        args.train_data_dir,
+        height=args.height,
+        width=args.width,
+        weights=args.train_data_weights,
+        max_scale=args.max_scale,
+        random_flip=not args.no_random_flip,
+    )
+    # An epoch draws about as many clips as the dataset holds, split over the processes.
+    num_batches = max(math.ceil(len(dataset) / args.train_batch_size), num_processes)
+    sampler = ClipBatchSampler(
+        dataset, args.train_batch_size, num_batches, args.min_num_frames, args.max_num_frames, seed=args.seed
+    )
+    dataloader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=args.dataloader_num_workers, pin_memory=torch.cuda.is_available()
+    )
+    return sampler, dataloader
+
+
+def create_optimizer(args: argparse.Namespace, parameters) -> torch.optim.Optimizer:
+    """AdamW (or bitsandbytes' AdamW8bit with `--use_8bit_adam`)."""
+    if args.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as error:
+            raise ImportError(
+                "`--use_8bit_adam` needs bitsandbytes, which is not installed: run `pip install bitsandbytes` "
+                "(CUDA only), or drop the flag to use torch's AdamW."
+            ) from error
+        optimizer_class = bnb.optim.AdamW8bit
+    else:
+        optimizer_class = torch.optim.AdamW
+    return optimizer_class(
+        parameters,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+
+
+def create_ema(args: argparse.Namespace, model: torch.nn.Module):
+    """An `EMAModel` of `model` when `--use_ema`, else None."""
+    if not args.use_ema:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(model.parameters(), decay=args.ema_decay, model_cls=type(model), model_config=model.config)
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The run's arguments for the trackers: lists as strings (tensorboard's hparams need scalars), no Nones."""
+    config = {k: (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in vars(args).items()}
+    return {k: v for k, v in config.items() if v is not None}
+
+
+class TrainingSession:
+    """One training run of a script, in the order a script uses it:
+
+    session = TrainingSession(args)                 # accelerator, logging, seed, weight dtype
+    pipe = session.load_pipeline()
+    session.freeze(...)                             # the models that only condition
+    ... requires_grad on what trains ...
+    prepared = session.prepare({"unet": unet, ...}, parameters, ema_of="unet")
+    session.train(compute_loss, validate_with)      # until --max_train_steps
+    session.finish(validate_with, unet=unet)        # the final pipeline folder, the final validation
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.accelerator = create_accelerator(args)
+        # The dtype the frozen models run in under the accelerator's mixed precision; trained ones stay fp32.
+        self.weight_dtype = torch_dtype(self.accelerator.mixed_precision)
+        self.pipe: NormalCrafterPipeline | None = None
+        self.global_step = 0
+        self._models: list[torch.nn.Module] = []
+        self._parameters: list[torch.nn.Parameter] = []
+        self._ema = None
+        self._ema_model: torch.nn.Module | None = None
+        self._clips: list[dict] = []  # validation clips, loaded by `train`
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    # -- models ---------------------------------------------------------------------------------------------------
+
+    def load_pipeline(self) -> NormalCrafterPipeline:
+        """The starting pipeline in fp32 (trained parts stay fp32; `freeze` casts the others)."""
+        args = self.args
+        self.pipe = NormalCrafterPipeline.from_pretrained(
+            args.pretrained_model_name_or_path,
+            base_model=args.base_model,
+            revision=args.revision,
+            variant=args.variant,
+        )
+        return self.pipe
+
+    def freeze(self, *modules: torch.nn.Module) -> None:
+        """Freeze `modules` (no gradients, eval mode) and move them to the device in the mixed-precision dtype."""
+        for module in modules:
+            module.requires_grad_(False)
+            module.eval()
+            module.to(self.device, dtype=self.weight_dtype)
+
+    def create_sfr(self, unet: torch.nn.Module):
+        """`(projector, dino)` for Semantic Feature Regularization, or `(None, None)` with `--lambda_reg 0`. DINOv2
+        is frozen in the mixed-precision dtype; the projector is new and trains in fp32."""
+        args = self.args
+        if args.lambda_reg <= 0:
+            return None, None
+        from .sfr import DinoFeatures, SFRProjector, sfr_feature_channels
+
+        dino = DinoFeatures.from_pretrained(args.dino_model).to(self.device, dtype=self.weight_dtype)
+        projector = SFRProjector(
+            in_channels=sfr_feature_channels(unet, args.sfr_block_index),
+            out_channels=dino.hidden_size,
+            hidden_dim=args.sfr_hidden_dim,
+        )
+        return projector, dino
+
+    # -- optimisation -----------------------------------------------------------------------------------------------
+
+    def prepare(
+        self, trained: dict[str, torch.nn.Module | None], parameters: Sequence[torch.nn.Parameter], ema_of: str
+    ) -> list[torch.nn.Module | None]:
+        """Set up the optimisation of `parameters` (of the `trained` models, by checkpoint folder name; a None entry
+        is a model this run does without) and return the prepared (device-placed, DDP-wrapped) models in the order
+        of `trained`, None where the entry was None.
+
+        Creates the EMA of `trained[ema_of]` (`--use_ema`), the checkpoint hooks, the optimiser, the data loader
+        and the learning-rate schedule, and hands them to `accelerator.prepare`."""
+        args, accelerator = self.args, self.accelerator
+        present = {name: model for name, model in trained.items() if model is not None}
+        self._ema_model = present[ema_of]
+        self._ema = create_ema(args, self._ema_model)
+        register_checkpoint_hooks(accelerator, present, self._ema, f"{ema_of}_ema")
+        self._parameters = list(parameters)
+        optimizer = create_optimizer(args, self._parameters)
+        self._sampler, dataloader = create_dataloader(args, accelerator.num_processes)
+        # accelerate steps a prepared scheduler once per process, hence the scaling.
+        lr_scheduler = get_warmup_exponential_scheduler(
+            optimizer,
+            warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+            total_steps=args.max_train_steps * accelerator.num_processes,
+            final_ratio=args.lr_final_ratio,
+        )
+        *models, self._optimizer, self._dataloader, self._lr_scheduler = accelerator.prepare(
+            *present.values(), optimizer, dataloader, lr_scheduler
+        )
+        if self._ema is not None:
+            self._ema.to(accelerator.device)
+        self._models = models
+        by_name = dict(zip(present, models))
+        return [by_name.get(name) for name in trained]
+
+    def train(self, compute_loss: Callable[[dict], dict], validate_with: Callable[[NormalCrafterPipeline], Predictor]):
+        """Start the trackers, resume from `--resume_from_checkpoint`, and run optimiser steps until
+        `--max_train_steps`, with accumulation, clipping, EMA, logging, checkpoints and validation (the predictor
+        `validate_with(pipeline)` on the validation clips). `compute_loss(batch)` returns a dict of fp32 losses
+        with the total under `"loss"`. Returns the global step reached."""
+        from tqdm.auto import tqdm
+
+        if not self._models:
+            raise RuntimeError(
+                "`TrainingSession.train` ran before `prepare`; call `prepare(trained, parameters, ...)` first."
+            )
+        args, accelerator = self.args, self.accelerator
+        if accelerator.is_main_process:
+            accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
+        self.global_step = resume_from_checkpoint(accelerator, args)
+        self._clips = load_validation_clips(args)
+
+        total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+        logger.info("***** Running training *****")
+        logger.info(f"  Clips per device = {args.train_batch_size}, total batch = {total_batch}")
+        logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
+        logger.info(f"  Optimisation steps = {args.max_train_steps} (starting at {self.global_step})")
+        self._sampler.epoch = self.global_step  # a resumed run draws fresh batches
+        progress = tqdm(
+            range(args.max_train_steps),
+            initial=self.global_step,
+            desc="Steps",
+            disable=not accelerator.is_local_main_process,
+        )
+        ema_parameters = list(self._ema_model.parameters())  # frozen ones included, as the EMA was made
+        for model in self._models:
+            model.train()
+        while self.global_step < args.max_train_steps:
+            for batch in self._dataloader:
+                batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
+                with accelerator.accumulate(*self._models):
+                    losses = compute_loss(batch)
+                    accelerator.backward(losses["loss"])
+                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(self._parameters, args.max_grad_norm)
+                    self._optimizer.step()
+                    self._lr_scheduler.step()
+                    self._optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                if self._ema is not None:
+                    self._ema.step(ema_parameters)
+                self.global_step += 1
+                progress.update(1)
+                logs = {f"train/{name}": value.detach().item() for name, value in losses.items()}
+                logs["train/lr"] = self._lr_scheduler.get_last_lr()[0]
+                progress.set_postfix(loss=logs["train/loss"])
+                accelerator.log(logs, step=self.global_step)
+                if self.global_step % args.checkpointing_steps == 0:
+                    save_checkpoint(accelerator, args, self.global_step)
+                if self.global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                    log_validation(accelerator, self._clips, validate_with(self.pipe), self.global_step)
+                if self.global_step >= args.max_train_steps:
+                    break
+        progress.close()
+        return self.global_step
+
+    # -- the end ----------------------------------------------------------------------------------------------------
+
+    def finish(self, validate_with: Callable[[NormalCrafterPipeline], Predictor], **trained: torch.nn.Module):
+        """Write `--output_dir` as a `NormalCrafterPipeline` folder: the loaded pipeline's components with the
+        `trained` ones (the EMA weights with `--use_ema`; fp32, unwrapped) in place of its own; validate it on the
+        validation clips and end the trackers. Returns the final pipeline on the main process, else None."""
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        final = None
+        if accelerator.is_main_process:
+            if self._ema is not None:
+                self._ema.copy_to(self._ema_model.parameters())
+            components = {name: getattr(self.pipe, name) for name in PIPELINE_COMPONENTS}
+            components.update({name: unwrap_model(model) for name, model in trained.items()})
+            for name, component in components.items():
+                if isinstance(component, torch.nn.Module) and component.dtype != torch.float32:
+                    components[name] = component.to(torch.float32)
+            final = NormalCrafterPipeline(**components)
+            final.save_pretrained(self.args.output_dir)
+            logger.info(f"Saved the trained pipeline to {self.args.output_dir}")
+            log_validation(accelerator, self._clips, validate_with(final), self.global_step, True)
+        accelerator.end_training()
+        return final
