@@ -9,7 +9,7 @@ import torch
 from accelerate import cpu_offload
 from reference_impl import reference_normals
 
-from normalcrafter_pipeline import plan_windows
+from normalcrafter_pipeline.pipeline_normalcrafter import plan_windows
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 
 

@@ -8,9 +8,8 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normalcrafter_pipeline import (
-    NormalCrafterUNet,
-    NormalsProcessor,
+from normalcrafter_pipeline import NormalCrafterUNet, NormalsProcessor
+from normalcrafter_pipeline.pipeline_normalcrafter import (
     WindowPlanner,
     blend_weights,
     compute_padding,

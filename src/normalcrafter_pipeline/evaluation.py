@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .dtypes import DTYPE_NAMES
 from .formats.clips import list_clips, load_clip
 from .metrics import (
     THRESHOLDS_DEG,
@@ -41,12 +42,13 @@ from .metrics import (
     reprojection_error,
     temporal_change_error,
 )
-from .pipeline_normalcrafter import DEFAULT_MODEL_ID, NormalCrafterPipeline
+from .pipeline_normalcrafter import DEFAULT_MODEL_ID, NormalCrafterPipeline, check_window_args, normalize_normals
+from .video_io import atomic_output
 
 logger = logging.getLogger(__name__)
 
 RESULTS_VERSION = 1
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES.values()}  # float32, float16, bfloat16
 # Heat-map colour ramp (0 degrees -> dark blue ... `heatmap_max_deg` and above -> dark red); invalid pixels are black.
 _RAMP = np.array(
     [[0.19, 0.07, 0.23], [0.16, 0.47, 0.93], [0.10, 0.84, 0.62], [0.64, 0.99, 0.24], [0.98, 0.73, 0.22],
@@ -59,23 +61,9 @@ _RAMP = np.array(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _replace_into(path: str, write) -> None:
-    """Write `path` through `write(tmp_path)` and an atomic rename."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_text(path: str, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as handle:
-            handle.write(text)
-
-    _replace_into(path, write)
+    with atomic_output(path) as temp_path, open(temp_path, "w") as handle:
+        handle.write(text)
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -101,7 +89,8 @@ def error_heatmap(errors: np.ndarray, max_deg: float = 45.0) -> np.ndarray:
 
 
 def _write_png(path: str, image: np.ndarray) -> None:
-    _replace_into(path, lambda tmp: PIL.Image.fromarray(image).save(tmp, format="PNG", compress_level=1))
+    with atomic_output(path) as temp_path:
+        PIL.Image.fromarray(image).save(temp_path, format="PNG", compress_level=1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -125,7 +114,7 @@ def _to_size(normals: np.ndarray, height: int, width: int) -> np.ndarray:
         return normals
     tensor = torch.from_numpy(np.ascontiguousarray(normals)).permute(0, 3, 1, 2).float()
     tensor = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)
-    tensor = F.normalize(tensor, dim=1)
+    tensor = normalize_normals(tensor, dim=1)
     return tensor.permute(0, 2, 3, 1).numpy()
 
 
@@ -360,10 +349,7 @@ def evaluate_model(
     """
     if per_frame:
         window_size, overlap = 1, 0
-    _check_positive_int("window_size", window_size)
-    _check_positive_int("overlap", overlap, minimum=0)
-    if overlap >= window_size:
-        raise ValueError(f"`overlap` ({overlap}) must be smaller than `window_size` ({window_size}).")
+    check_window_args(window_size, overlap)
     _check_positive_int("num_inference_steps", num_inference_steps)
     _check_positive_int("decode_chunk_size", decode_chunk_size)
     if max_res is not None:
