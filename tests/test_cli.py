@@ -413,3 +413,15 @@ def test_exr_without_the_extra_is_a_usage_error_before_loading(videos, tmp_path,
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: --save exr:") and 'pip install "normalcrafter-pipeline[exr]"' in err
     assert os.listdir(tmp_path) == []
+
+
+def test_the_clis_window_check_is_the_pipelines():
+    """The CLI keeps a copy of the pipeline's window check (the pipeline module imports torch; usage errors must not
+    wait for it): the two bodies must stay identical."""
+    import inspect
+
+    from normalcrafter_pipeline import pipeline_normalcrafter
+
+    copy = inspect.getsource(cli._check_window_args).split("\n", 1)[1]
+    original = inspect.getsource(pipeline_normalcrafter.check_window_args).split("\n", 1)[1]
+    assert copy == original

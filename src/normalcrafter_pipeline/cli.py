@@ -59,6 +59,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from normalcrafter_pipeline.dtypes import DTYPE_NAMES
 
@@ -275,13 +276,23 @@ def check_args(args: argparse.Namespace) -> None:
         )
 
 
-def check_window_options(args: argparse.Namespace) -> None:
-    """Reject a bad `--window-size`/`--overlap` with the pipeline's own check, its message naming the flags (raises
-    `UsageError`). The check lives with the pipeline, which imports torch: call this after the cheap checks."""
-    from normalcrafter_pipeline.pipeline_normalcrafter import check_window_args
+# Copied from normalcrafter_pipeline.pipeline_normalcrafter.check_window_args: that module imports torch (seconds),
+# and a usage error must answer at once. tests/test_cli.py holds the two bodies identical.
+def _check_window_args(window_size: Any, overlap: Any) -> None:
+    if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
+        raise ValueError(f"`window_size` must be an integer >= 1, got {window_size!r}. The released model uses 14.")
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0 or overlap >= window_size:
+        raise ValueError(
+            f"`overlap` must be an integer with 0 <= overlap < window_size ({window_size}), got {overlap!r}. "
+            "The released model uses 4 with a window of 14."
+        )
 
+
+def check_window_options(args: argparse.Namespace) -> None:
+    """Reject a bad `--window-size`/`--overlap` with the pipeline's check, its message naming the flags (raises
+    `UsageError`)."""
     try:
-        check_window_args(args.window_size, args.overlap)
+        _check_window_args(args.window_size, args.overlap)
     except ValueError as error:
         message = str(error).replace("`window_size`", "--window-size").replace("`overlap`", "--overlap")
         raise UsageError(message) from None
@@ -834,7 +845,6 @@ def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
         output_dir = Path(args.output_dir) if args.output_dir else None
         if output_dir is not None:
             check_output_dir(output_dir)
-        # Last: it imports torch (seconds), so the cheap checks answer at once.
         check_window_options(args)
     except UsageError as error:
         # Every process of a multi-process run sees the same options: no process group exists yet to pick one.
