@@ -19,7 +19,7 @@ share of the matmul peak of the stage's dtype, measured in this process with a l
 reference runs the same model passes on the same frames, so the counts apply to both).
 
     python benchmarks/bench_vs_reference.py --tiny                                      # smoke, seconds
-    python benchmarks/bench_vs_reference.py --full-arch --frames 24 --dtypes fp32 bf16  # about 15 min, 2-core CPU
+    python benchmarks/bench_vs_reference.py --full-arch --frames 24 --dtypes fp32 bf16  # 15-20 min, 2-core CPU
     python benchmarks/bench_vs_reference.py --full-arch --device cuda --height 576 --width 1024 --dtypes fp16
 """
 
