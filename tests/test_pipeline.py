@@ -417,3 +417,17 @@ def test_sequential_offload_hooks_give_the_same_numbers(pipe):
         cpu_offload(getattr(offloaded, name), execution_device=torch.device("cpu"))
     assert next(offloaded.unet.parameters()).device.type == "meta"
     np.testing.assert_array_equal(offloaded(video).normals, pipe(video).normals)
+
+
+def test_vae_encoder_gets_channels_last_input_and_the_same_latents(pipe64):
+    """The encoder runs in NHWC (faster on CPUs, the reference's layout); the latents are those of a plain call."""
+    pixels = torch.rand(3, 3, 64, 64, dtype=torch.float64)
+    seen = []
+    handle = pipe64.vae.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        latents = pipe64.encode_video_latents(pixels)
+    finally:
+        handle.remove()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    expected = pipe64.vae.encode(pixels.contiguous() * 2.0 - 1.0).latent_dist.mode()
+    torch.testing.assert_close(latents, expected, rtol=1e-10, atol=1e-12)

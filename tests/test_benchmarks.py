@@ -1,0 +1,42 @@
+"""Smoke runs of the benchmarks on tiny components: they run end to end and print their tables (never timings)."""
+
+import importlib.util
+import os
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARKS = os.path.join(os.path.dirname(HERE), "benchmarks")
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(f"normalcrafter_benchmarks_{name}", os.path.join(BENCHMARKS, name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_bench_vs_reference_smoke_prints_the_side_by_side_table(capsys):
+    bench = load_benchmark("bench_vs_reference.py")
+    argv = ["--tiny", "--frames", "16", "--height", "64", "--width", "64", "--dtypes", "fp32", "--repeats", "1"]
+    rows = bench.main(argv + ["--variants", "reference", "ours", "ours-enc14", "--matmul-size", "256"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:8] == [
+        "dtype",
+        "variant",
+        "s/frame",
+        "ref/this",
+        "angle vs ref max/median (deg)",
+        "vs ours max/median (deg)",
+        "load peak GB",
+        "run peak GB",
+    ]
+    assert [cell.split(" s/frame")[0] for cell in header[8:]] == ["clip", "vae_encode", "unet", "vae_decode"]
+    body = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+    assert [cells[:2] for cells in body] == [["fp32", "reference"], ["fp32", "ours"], ["fp32", "ours-enc14"]]
+    assert all(len(cells) == len(header) for cells in body)
+    assert rows[0]["angle_vs_reference"][0] < 1e-4  # the reference against itself: arccos rounding only
+    # The FLOP counts come from the warm-up run and cover every stage.
+    assert all(rows[0]["flops"][stage] > 0 for stage in bench.STAGES)
