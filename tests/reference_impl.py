@@ -29,20 +29,22 @@ def reference_windows(num_frames: int, window_size: int, overlap: int) -> list[l
 
 
 @torch.no_grad()
-def reference_normals(pipe, video_uint8: np.ndarray, window_size=14, overlap=4, num_inference_steps=1, chunk=7):
-    """`video_uint8` (F, H, W, 3) -> (F, H, W, 3) float32 unit normals."""
+def reference_normals(
+    pipe, video_uint8: np.ndarray, window_size=14, overlap=4, num_inference_steps=1, chunk=7, device="cpu"
+):
+    """`video_uint8` (F, H, W, 3) -> (F, H, W, 3) float32 unit normals; `device` is where the models are."""
     num_frames, height, width = video_uint8.shape[:3]
     new_h, new_w = math.ceil(height / 64) * 64, math.ceil(width / 64) * 64
     top, left = (new_h - height) // 2, (new_w - width) // 2
     padded = np.full((num_frames, new_h, new_w, 3), 255, dtype=np.uint8)
     padded[:, top : top + height, left : left + width] = video_uint8
-    pixels = torch.from_numpy(padded.astype(np.float32) / 255.0).permute(0, 3, 1, 2)  # [F,3,H,W] in [0,1]
+    pixels = torch.from_numpy(padded.astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(device)  # [F,3,H,W] in [0,1]
 
     # CLIP, per frame, as the reference `_encode_image`
     image = _resize_with_antialiasing(pixels * 2.0 - 1.0, (224, 224))
     image = (image + 1.0) / 2.0
-    mean = torch.tensor(pipe.feature_extractor.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(pipe.feature_extractor.image_std).view(1, 3, 1, 1)
+    mean = torch.tensor(pipe.feature_extractor.image_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(pipe.feature_extractor.image_std, device=device).view(1, 3, 1, 1)
     image = ((image - mean) / std).to(pipe.image_encoder.dtype)
     embeddings = pipe.image_encoder(image).image_embeds.unsqueeze(1)  # [F,1,D]
 
@@ -52,7 +54,7 @@ def reference_normals(pipe, video_uint8: np.ndarray, window_size=14, overlap=4, 
         [pipe.vae.encode(vae_input[i : i + chunk]).latent_dist.mode() for i in range(0, num_frames, chunk)]
     )
     cond = cond.unsqueeze(0).to(embeddings.dtype)  # [1,F,4,h,w]
-    added_time_ids = torch.tensor([[7.0, 127.0, 0.0]], dtype=embeddings.dtype)
+    added_time_ids = torch.tensor([[7.0, 127.0, 0.0]], dtype=embeddings.dtype, device=device)
 
     pred = None
     windows = reference_windows(num_frames, window_size, overlap)
@@ -78,7 +80,7 @@ def reference_normals(pipe, video_uint8: np.ndarray, window_size=14, overlap=4, 
             pred = torch.cat([pred, latents], dim=1)
         else:
             n = to_replace.shape[1]
-            weight = torch.linspace(1.0, 0.0, n + 2)[1:-1].view(1, n, 1, 1, 1).to(latents.dtype)
+            weight = torch.linspace(1.0, 0.0, n + 2, device=device)[1:-1].view(1, n, 1, 1, 1).to(latents.dtype)
             merged = pred[:, -n:] * weight + latents[:, :n] * (1 - weight)
             pred = torch.cat([pred[:, :-n], merged, latents[:, n:]], dim=1)
 
@@ -86,4 +88,4 @@ def reference_normals(pipe, video_uint8: np.ndarray, window_size=14, overlap=4, 
     frames = frames[0].permute(1, 2, 3, 0).float()  # [F,H,W,3]
     frames = ((frames / 2 + 0.5).clamp(0, 1) * 2 - 1)[:, top : top + height, left : left + width]
     frames = frames / frames.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    return frames.numpy()
+    return frames.cpu().numpy()
