@@ -1392,6 +1392,7 @@ class _ModelSource:
         self.role = role
         self.model_path = model_path
         self.is_local = os.path.isdir(name)
+        self._has: dict[str, bool] = {}  # component -> whether its config file exists
         if self.is_local:
             return
         if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.exists(name):
@@ -1437,7 +1438,13 @@ class _ModelSource:
             raise self._error(message) from error
 
     def has(self, component: str) -> bool:
-        """Whether this folder or repo holds `component` (its configuration file exists)."""
+        """Whether this folder or repo holds `component` (its configuration file exists); asked once per component,
+        since `load` asks again and, online, each ask is a request."""
+        if component not in self._has:
+            self._has[component] = self._look_up(component)
+        return self._has[component]
+
+    def _look_up(self, component: str) -> bool:
         filename = _COMPONENT_CONFIG_FILES[component]
         if self.is_local:
             return os.path.isfile(os.path.join(self.path, filename))
