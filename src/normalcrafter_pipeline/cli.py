@@ -134,16 +134,9 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see normalcrafter --help.")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; raises `UsageError` for unknown options and bad values (exits for --help)."""
-    parser = _ArgumentParser(
-        prog="normalcrafter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "inputs",
-        nargs="+",
-        help="video files, folders of frames, globs (quote them), or folders of videos.",
-    )
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and place the model (--model, --base-model, --device, --dtype, --cpu-offload), read
+    by `resolve_device`, `resolve_dtype` and `load_pipeline`; shared with the web demo."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
@@ -173,6 +166,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "while it runs: less GPU memory, slower. Needs an accelerator device (cuda or mps; with --device auto, "
         "one must be found) (default none).",
     )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; raises `UsageError` for unknown options and bad values (exits for --help)."""
+    parser = _ArgumentParser(
+        prog="normalcrafter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="video files, folders of frames, globs (quote them), or folders of videos.",
+    )
+    add_model_options(parser)
     reading = parser.add_argument_group("reading")
     reading.add_argument(
         "--max-res",
@@ -712,11 +718,11 @@ def load_pipeline(args: argparse.Namespace, device, dtype):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _error(message: str) -> None:
+def print_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _describe(error: BaseException, source: Path | None = None) -> str:
+def describe_error(error: BaseException, source: Path | None = None) -> str:
     """One line for a failure: the message (without the input's name, which the caller prints), and the class name
     only for errors that are not the expected OSError/ValueError kinds."""
     if isinstance(error, OSError) and error.errno is not None and error.strerror:
@@ -828,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
             signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
             remove_own_partials()
             name = signal.Signals(signum).name
-            _error(f"interrupted by {name}; partial outputs were removed, finished outputs kept.")
+            print_error(f"interrupted by {name}; partial outputs were removed, finished outputs kept.")
             return 128 + signum
         finally:
             package_logger = logging.getLogger("normalcrafter_pipeline")
@@ -848,14 +854,14 @@ def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
         check_window_options(args)
     except UsageError as error:
         # Every process of a multi-process run sees the same options: no process group exists yet to pick one.
-        _error(str(error))
+        print_error(str(error))
         return EXIT_USAGE
     inputs, input_errors = expand_inputs(args.inputs)
     jobs, plan_errors = plan_jobs(inputs, output_dir, args.save)
     failures: list[tuple[str, str]] = input_errors + plan_errors
     if not jobs:  # nothing to run: no need for torch, nor for a process group
         for name, reason in failures:
-            _error(f"{name}: {reason}")
+            print_error(f"{name}: {reason}")
         return _summary(failures, "")
 
     import torch
@@ -873,12 +879,12 @@ def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
         dtype = resolve_dtype(args.dtype, device)
     except UsageError as error:
         if state.is_main_process:
-            _error(str(error))
+            print_error(str(error))
         return EXIT_USAGE
     if not state.is_main_process:
         failures = []  # every process sees these; the main one reports them
     for name, reason in failures:
-        _error(f"{name}: {reason}")
+        print_error(f"{name}: {reason}")
 
     # Each process takes every N-th job: together they cover every input exactly once.
     jobs = jobs[state.process_index :: state.num_processes]
@@ -897,8 +903,8 @@ def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
                 check_output_dir(folder, from_flag=False)
             reader = read_video(job.source, args.max_res, args.target_fps, args.process_length)
         except (OSError, ValueError) as error:
-            failures.append((str(job.source), _describe(error, job.source)))
-            _error(f"{prefix}{job.source}: {_describe(error, job.source)}")
+            failures.append((str(job.source), describe_error(error, job.source)))
+            print_error(f"{prefix}{job.source}: {describe_error(error, job.source)}")
             continue
         ready.append((job, reader))
 
@@ -931,7 +937,7 @@ def _run_jobs(args, ready, device, dtype, state, prefix: str, failures: list[tup
         if args.verbose:
             traceback.print_exc()
         # The loading errors name their cause and the fix in their message: one line, the same for every input.
-        _error(f"{prefix}could not load the model {args.model!r}: {_describe(error)}{hint}")
+        print_error(f"{prefix}could not load the model {args.model!r}: {describe_error(error)}{hint}")
         return False
     dtype_name = str(dtype).replace("torch.", "")
     print(f"{prefix}model {args.model} on {device} ({dtype_name}); {len(ready)} input(s)", flush=True)
@@ -949,8 +955,8 @@ def _run_jobs(args, ready, device, dtype, state, prefix: str, failures: list[tup
             ) as progress:
                 stats = process_video(pipe, reader, job, args, progress)
         except Exception as error:  # one bad input does not stop the others
-            failures.append((str(job.source), _describe(error, job.source)))
-            _error(f"{prefix}{job.source}: {_describe(error, job.source)}")
+            failures.append((str(job.source), describe_error(error, job.source)))
+            print_error(f"{prefix}{job.source}: {describe_error(error, job.source)}")
             if args.verbose:
                 traceback.print_exc()
             continue
