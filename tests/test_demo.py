@@ -229,7 +229,7 @@ def test_the_demo_page_runs_a_video_and_reports_bad_uploads(tmp_path, browser, d
     limits = browser.find_element(By.ID, "limits").text
     assert "uploads up to 1 MB" in limits and "longest side at most 128 pixels" in limits
 
-    browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(SAMPLE))
+    browser.find_element(By.ID, "sample").click()  # "Use the sample clip"
     _wait(browser, lambda d: "sample_clip.mp4" in d.find_element(By.ID, "upload").text.replace("\n", ""))
     browser.find_element(By.ID, "run").click()
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#result video[src]"))
