@@ -40,3 +40,17 @@ def test_bench_vs_reference_smoke_prints_the_side_by_side_table(capsys):
     assert rows[0]["angle_vs_reference"][0] < 1e-4  # the reference against itself: arccos rounding only
     # The FLOP counts come from the warm-up run and cover every stage.
     assert all(rows[0]["flops"][stage] > 0 for stage in bench.STAGES)
+
+
+def test_bench_levers_smoke_compares_each_lever_with_the_default(capsys):
+    bench = load_benchmark("bench_levers.py")
+    levers = ["clip-batch14", "encode-nchw", "decode-silu-inplace"]
+    rows = bench.main(
+        ["--tiny", "--height", "32", "--width", "32", "--repeats", "1", "--dtype", "fp32", "--levers"] + levers
+    )
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0][2:] for line in table[1:]] == levers  # the separator row starts with "|-"
+    by_lever = {row["lever"]: row for row in rows}
+    assert by_lever["clip-batch14"]["max_diff"] < 1e-5  # the same CLIP, batched differently
+    assert by_lever["decode-silu-inplace"]["max_diff"] == 0.0  # in place changes no number
+    assert all(row["default_s"] > 0 and row["lever_s"] > 0 for row in rows)
