@@ -16,7 +16,7 @@ from .losses import (
     mean_angular_error_deg,
     sfr_alignment_loss,
 )
-from .renderer import render_clip, render_dataset
+from .renderer import Nuisances, render_clip, render_dataset
 from .schedule import get_warmup_exponential_scheduler, warmup_exponential_factor
 from .sfr import DEFAULT_DINO_MODEL, DinoFeatures, FeatureTap, SFRProjector, match_grid, sfr_loss
 from .stage_losses import (
@@ -36,6 +36,7 @@ __all__ = [
     "FeatureTap",
     "NonFiniteLossError",
     "NormalClipDataset",
+    "Nuisances",
     "SFRProjector",
     "add_noise",
     "angular_loss",
