@@ -3,6 +3,7 @@ video-prior stages."""
 
 import argparse
 import copy
+import json
 import math
 import os
 
@@ -38,6 +39,13 @@ from normalcrafter_pipeline.training import (
     warmup_exponential_factor,
 )
 from normalcrafter_pipeline.training.checkpointing import list_checkpoints
+from normalcrafter_pipeline.training.semantic_teacher import (
+    SemanticTeacher,
+    patch_label_shares,
+    semantic_teacher_config,
+    semantic_teacher_loss,
+    train_semantic_teacher,
+)
 from normalcrafter_pipeline.training.session import create_optimizer
 from normalcrafter_pipeline.training.sfr import sfr_feature_channels
 from normalcrafter_pipeline.training.unwrap import unwrap_model
@@ -462,6 +470,60 @@ def test_stage2_and_vae_decoder_steps_fit_one_clip():
         optimizer.zero_grad()
         history.append(loss.item())
     assert history[-1] < 0.7 * history[0], history
+
+
+def _tiny_teacher_config():
+    return semantic_teacher_config(hidden_size=16, num_layers=1, num_heads=2)
+
+
+def test_patch_label_shares():
+    labels = torch.zeros(1, 4, 6, dtype=torch.long)
+    labels[:, :, 3:] = 2  # left half label 0, right half label 2
+    labels[:, 0, 0] = 1
+    shares = patch_label_shares(labels, 3, (1, 2))
+    torch.testing.assert_close(shares, torch.tensor([[[[11 / 12, 1 / 12, 0.0], [0.0, 0.0, 1.0]]]]))
+    uneven = patch_label_shares(torch.randint(0, 4, (2, 7, 9)), 4, (3, 4))
+    assert uneven.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(uneven.sum(-1), torch.ones(2, 3, 4))
+
+
+def test_semantic_teacher_reads_its_heads_off_the_sfr_tokens_and_learns():
+    torch.manual_seed(0)
+    teacher = SemanticTeacher(_tiny_teacher_config())
+    pixels = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    # The tokens the heads read are the ones SFR gets from the saved backbone (`DinoFeatures`).
+    frozen = DinoFeatures(copy.deepcopy(teacher.backbone))
+    torch.testing.assert_close(teacher(pixels, (8, 8))["kind"], teacher.heads["kind"](frozen(pixels, (8, 8))))
+    # A learning signal: a few steps on fixed frames and labels lower the loss.
+    labels = {"kind": torch.randint(0, 6, (4, 64, 64)), "material": torch.randint(0, 4, (4, 64, 64))}
+    labels["kind"][:, :32] = 1
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=3e-3)
+    history = []
+    for _ in range(20):
+        losses = semantic_teacher_loss(teacher, pixels, labels, (8, 8))
+        losses["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append(losses["loss"].item())
+    assert set(losses) == {"loss", "kind", "material"} and history[-1] < 0.8 * history[0], history
+
+
+def test_trained_semantic_teacher_loads_as_the_sfr_target(tmp_path):
+    metrics = train_semantic_teacher(
+        tmp_path / "teacher", size=64, num_clips=2, num_frames=1, heldout_clips=1, steps=3, batch_size=2,
+        config=_tiny_teacher_config(),
+    )  # fmt: skip
+    assert 0 <= metrics["kind"] <= 1 and 0 < metrics["kind_constant_guess"] <= 1 and metrics["grid"] == [8, 8]
+    assert json.loads((tmp_path / "teacher" / "teacher_metrics.json").read_text()) == metrics
+    # The folder is a plain Dinov2Model (no heads): SFR loads it as it loads DINOv2, and stage 1 trains against it.
+    dino = DinoFeatures.from_pretrained(str(tmp_path / "teacher"))
+    assert dino.hidden_size == 16
+    pipe = tiny_pipeline()
+    projector = SFRProjector(sfr_feature_channels(pipe.unet), dino.hidden_size, hidden_dim=16)
+    losses = stage1_loss(pipe, pipe.unet, _batch(), projector, dino, lambda_reg=0.5)
+    assert torch.isfinite(losses["sfr"]) and -1 <= losses["sfr"].item() <= 1
+    with pytest.raises(ValueError, match="steps"):
+        train_semantic_teacher(tmp_path / "bad", steps=0)
 
 
 def test_dino_loading_error_names_the_flag(tmp_path):
