@@ -189,7 +189,6 @@ class SeedTrainer:
         untrained = os.path.join(self.root, "models", "untrained")
         tiny_pipeline(seed=self.seed).save_pretrained(untrained)
         noise = ["--p_mean", str(args.p_mean), "--p_std", str(args.p_std)]
-        validation = ["--validation_steps", "100000"]
 
         # The video prior, on RGB clips.
         prior_vae = self._train(
@@ -213,7 +212,6 @@ class SeedTrainer:
                     args.vae_steps,
                     args.vae_lr,
                     self.data["train"],
-                    validation,
                 )
             regularisation = ["--lambda_reg", "0"]
             if sfr:
@@ -222,11 +220,11 @@ class SeedTrainer:
             train = self.data["train"]
             stage1 = self._train(
                 "train_stage1", f"{name}_stage1", decoders[start], args.stage1_steps, args.stage1_lr, train,
-                noise + regularisation + validation,
+                noise + regularisation,
             )  # fmt: skip
             stage2 = self._train(
                 "train_stage2", f"{name}_stage2", stage1, args.stage2_steps, args.stage2_lr, train,
-                regularisation + validation,
+                regularisation,
             )  # fmt: skip
             models[f"{name}_stage1"], models[f"{name}_stage2"] = stage1, stage2
         return {"models": models, "timings": self.timings}
@@ -288,6 +286,11 @@ def main(argv=None) -> dict:
     os.makedirs(work, exist_ok=True)
     timings = {}
     nuisances = nuisances_of(args)
+    # Every job, this process's own work included (the teacher, evaluation), gets its share of the cores: OpenMP
+    # threads that outnumber free cores (a neighbour's process holds one) slow to a crawl.
+    jobs = min(args.jobs, len(args.seeds))
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    torch.set_num_threads(threads)
 
     # 1. Data: three sets from different seeds, all with the same nuisances.
     t = time.perf_counter()
@@ -312,10 +315,8 @@ def main(argv=None) -> dict:
     timings["semantic teacher"] = time.perf_counter() - t
     print(f"semantic teacher: {json.dumps(teacher_metrics)}", flush=True)
 
-    # 3. Training, seeds side by side; each job gets its share of the cores.
+    # 3. Training, seeds side by side.
     t = time.perf_counter()
-    jobs = min(args.jobs, len(args.seeds))
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     trainers = [SeedTrainer(args, seed, data, teacher, threads) for seed in args.seeds]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         trained = dict(zip(args.seeds, pool.map(SeedTrainer.run, trainers)))
