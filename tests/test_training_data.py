@@ -14,8 +14,9 @@ import torch
 
 from normalcrafter_pipeline import NormalsProcessor
 from normalcrafter_pipeline.formats import list_clips, load_clip, read_png16, write_clip, write_png16
+from normalcrafter_pipeline.metrics import reprojection_error
 from normalcrafter_pipeline.training import ClipBatchSampler, NormalClipDataset, render_clip, render_dataset
-from normalcrafter_pipeline.training.renderer import look_at, render_frame
+from normalcrafter_pipeline.training.renderer import MATERIALS, OBJECT_KINDS, Nuisances, look_at, render_frame
 
 # ---------------------------------------------------------------------------------------------------------------
 # 16-bit PNG
@@ -324,6 +325,95 @@ def test_render_clip_writes_the_clip_format(tmp_path):
     assert not np.array_equal(render_clip(None, 2, 32, 32, seed=0)["rgb"], render_clip(None, 2, 32, 32, seed=1)["rgb"])
     with pytest.raises(ValueError, match="num_frames"):
         render_clip(None, num_frames=0)
+
+
+HARD = Nuisances(noise_std=0.1, flicker=0.3, occluders=2, motion_blur=1.0, flat_light=0.0)
+GEOMETRY = ("normal", "depth", "mask", "kind", "material")
+
+
+def test_noise_flicker_and_blur_change_the_pixels_and_nothing_else():
+    plain = render_clip(None, num_frames=6, height=48, width=48, seed=4)
+    for nuisances in (Nuisances(noise_std=0.1), Nuisances(flicker=0.3), Nuisances(motion_blur=1.0)):
+        hard = render_clip(None, num_frames=6, height=48, width=48, seed=4, nuisances=nuisances)
+        for key in GEOMETRY:
+            np.testing.assert_array_equal(hard[key], plain[key], err_msg=f"{nuisances}: {key}")
+        assert hard["meta"] == plain["meta"]
+        assert not np.array_equal(hard["rgb"], plain["rgb"]), nuisances
+    # The amounts change from frame to frame, so some frames are worse than their neighbours.
+    noisy = render_clip(None, num_frames=6, height=48, width=48, seed=4, nuisances=Nuisances(noise_std=0.1))
+    residual = (noisy["rgb"].astype(float) - plain["rgb"]).reshape(6, -1).std(axis=1)
+    assert residual.max() > 2 * residual.min()
+    flicker = render_clip(None, num_frames=6, height=48, width=48, seed=4, nuisances=Nuisances(flicker=0.3))
+    gains = flicker["rgb"].reshape(6, -1).mean(axis=1) / plain["rgb"].reshape(6, -1).mean(axis=1)
+    assert gains.max() - gains.min() > 0.1
+
+
+def test_flat_light_keeps_the_geometry_and_removes_the_texture():
+    plain = render_clip(None, num_frames=3, height=48, width=48, seed=6)
+    flat = render_clip(None, num_frames=3, height=48, width=48, seed=6, nuisances=Nuisances(flat_light=1.0))
+    for key in ("normal", "depth", "mask", "kind"):
+        np.testing.assert_array_equal(flat[key], plain[key])
+    assert set(np.unique(flat["material"])) <= {MATERIALS.index("sky"), MATERIALS.index("plain")}
+    # Less contrast inside each object: shading is nearly ambient and no pattern is drawn.
+    floor = plain["kind"] == OBJECT_KINDS.index("floor")
+    assert flat["rgb"][floor].std(axis=0).mean() < 0.5 * plain["rgb"][floor].std(axis=0).mean()
+
+
+def test_moving_occluders_are_geometry_with_exact_normals_and_no_static_depth():
+    plain = render_clip(None, num_frames=8, height=64, width=64, seed=2)
+    occluded = render_clip(None, num_frames=8, height=64, width=64, seed=2, nuisances=Nuisances(occluders=3))
+    occluder = occluded["kind"] == OBJECT_KINDS.index("occluder")
+    assert occluder.any(axis=(1, 2)).sum() >= 2  # seen in several frames...
+    assert len({occluder[f].tobytes() for f in range(8)}) > 2  # ...and moving
+    # Elsewhere the scene is untouched; on the occluders the pixels are valid, their normals unit and facing the
+    # camera, and their depth is 0 (the static-scene reprojection metric leaves them out).
+    for key in GEOMETRY:
+        np.testing.assert_array_equal(occluded[key][~occluder], plain[key][~occluder], err_msg=key)
+    assert occluded["mask"][occluder].all() and np.all(occluded["depth"][occluder] == 0)
+    normals = occluded["normal"][occluder]
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-5)
+    fx, fy, cx, cy = occluded["meta"]["intrinsics"]
+    v, u = np.mgrid[0:64, 0:64] + 0.5
+    rays = np.broadcast_to(np.stack([(u - cx) / fx, -(v - cy) / fy, -np.ones_like(u)], axis=-1), (8, 64, 64, 3))
+    assert np.all((normals * rays[occluder]).sum(-1) < 0)
+    # The ground truth reprojects onto itself as well as without occluders (pixel rounding makes that 0.7 degrees
+    # here): the moving geometry does not break the static-scene metric.
+    errors = [
+        reprojection_error(c["normal"], c["depth"], c["meta"]["intrinsics"], c["meta"]["poses"], c["mask"])
+        for c in (plain, occluded)
+    ]
+    assert errors[1]["num_pixels"] > 0.8 * errors[0]["num_pixels"]
+    assert errors[1]["mean"] < errors[0]["mean"] + 0.1
+
+
+def test_labels_name_what_each_pixel_shows():
+    clip = render_clip(None, num_frames=2, height=48, width=48, seed=1, nuisances=Nuisances(occluders=2))
+    sky = clip["kind"] == OBJECT_KINDS.index("sky")
+    np.testing.assert_array_equal(sky, ~clip["mask"])
+    np.testing.assert_array_equal(clip["material"] == MATERIALS.index("sky"), sky)
+    # Floor pixels are those whose world normal is +y (boxes may have up-facing faces too, but not all of them).
+    pose = np.array(clip["meta"]["poses"][0])
+    world_up = (clip["normal"][0] @ pose[:3, :3].T)[..., 1] > 1 - 1e-4
+    floor = clip["kind"][0] == OBJECT_KINDS.index("floor")
+    assert floor.sum() > 100 and world_up[floor].all()
+
+
+def test_nuisances_are_deterministic_per_seed_and_checked():
+    first = render_clip(None, num_frames=4, height=32, width=32, seed=3, nuisances=HARD)
+    again = render_clip(None, num_frames=4, height=32, width=32, seed=3, nuisances=HARD)
+    other = render_clip(None, num_frames=4, height=32, width=32, seed=4, nuisances=HARD)
+    for key in ("rgb", *GEOMETRY):
+        np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first["rgb"], other["rgb"])
+    for bad, match in (
+        ({"noise_std": -0.1}, "noise_std"),
+        ({"flicker": 1.0}, "flicker"),
+        ({"occluders": 1.5}, "occluders"),
+        ({"blur_samples": 4}, "blur_samples"),
+        ({"flat_light": 2.0}, "flat_light"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            Nuisances(**bad)
 
 
 def test_nan_and_zero_normals_are_invalid(tmp_path):

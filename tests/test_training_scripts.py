@@ -12,7 +12,7 @@ import torch
 
 from normalcrafter_pipeline import NormalCrafterPipeline
 from normalcrafter_pipeline.testing_utils import save_tiny_dino, tiny_pipeline
-from normalcrafter_pipeline.training import is_temporal_parameter, render_dataset
+from normalcrafter_pipeline.training import NormalClipDataset, is_temporal_parameter, render_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "training")
@@ -92,6 +92,14 @@ def test_parse_args_defaults_and_errors(assets):
         stage1.parse_args(required + ["--lambda_reg", "-1"])
     with pytest.raises(ValueError, match="--l1_weight"):
         vae.parse_args(required + ["--l1_weight", "-1"])
+    prior_vae, prior_unet = (_load_script(n) for n in ("pretrain_vae", "pretrain_video_unet"))
+    args = prior_unet.parse_args(required)
+    assert (args.min_num_frames, args.max_num_frames, args.p_mean, args.p_std) == (2, 14, 0.7, 1.6)
+    assert args.validation_data_dir is None and not hasattr(args, "lambda_reg")
+    with pytest.raises(SystemExit):  # the prior predicts no normals: no validation flags
+        prior_vae.parse_args(required + ["--validation_data_dir", "v"])
+    with pytest.raises(ValueError, match="--scaling_clips"):
+        prior_vae.parse_args(required + ["--scaling_clips", "0"])
 
 
 @pytest.mark.slow
@@ -159,3 +167,33 @@ def test_two_processes_write_one_set_of_checkpoints(assets, tmp_path):
     assert {"unet", "sfr_projector", "optimizer.bin", "scheduler.bin"} <= contents
     assert not any(name.startswith("model") for name in contents)  # models are save_pretrained folders only
     _assert_final_pipeline_runs(out)
+
+
+@pytest.mark.slow
+def test_video_prior_scripts_train_the_vae_then_the_unet(assets, tmp_path):
+    vae_out, unet_out = tmp_path / "prior_vae", tmp_path / "prior_unet"
+    _launch("pretrain_vae", _common_args(assets, vae_out, steps=2, sfr=False))
+    assert _checkpoints(vae_out) == {"checkpoint-1", "checkpoint-2"}
+    start = NormalCrafterPipeline.from_pretrained(assets["pipe"])
+    pipe = NormalCrafterPipeline.from_pretrained(vae_out)
+    before, after = start.vae.state_dict(), pipe.vae.state_dict()
+    for part in ("encoder.", "decoder."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part)), part
+    assert all(torch.equal(v, pipe.unet.state_dict()[k]) for k, v in start.unet.state_dict().items())
+    # The scaling factor gives the latents of the training frames unit variance.
+    frames = NormalClipDataset(assets["clips"], 64, 64, max_scale=1.0, random_flip=False)
+    first_frames = torch.stack([frames[i]["pixel_values"][0] for i in range(len(frames))])
+    scaled = pipe.encode_video_latents(first_frames) * pipe.vae.config.scaling_factor
+    assert pipe.vae.config.scaling_factor != start.vae.config.scaling_factor
+    assert scaled.std().item() == pytest.approx(1.0, rel=1e-3)
+
+    args = _common_args(assets, unet_out, steps=2, sfr=False)
+    args[args.index(assets["pipe"])] = str(vae_out)
+    args[args.index("--max_num_frames") + 1] = "2"
+    _launch("pretrain_video_unet", args)
+    prior = _assert_final_pipeline_runs(unet_out)
+    before, after = pipe.unet.state_dict(), prior.unet.state_dict()
+    temporal = [k for k in before if is_temporal_parameter(k)]
+    assert any(not torch.equal(before[k], after[k]) for k in temporal)
+    assert sum(not torch.equal(before[k], after[k]) for k in before) > 0.9 * len(before)
+    assert all(torch.equal(v, prior.vae.state_dict()[k]) for k, v in pipe.vae.state_dict().items())

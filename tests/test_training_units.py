@@ -1,7 +1,9 @@
-"""Unit tests of the training maths: EDM vs the scheduler, losses, SFR, the schedule, the stage-2 freeze rule."""
+"""Unit tests of the training maths: EDM vs the scheduler, losses, SFR, the schedule, the stage-2 freeze rule, the
+video-prior stages."""
 
 import argparse
 import copy
+import json
 import math
 import os
 
@@ -22,9 +24,12 @@ from normalcrafter_pipeline.training import (
     edm_coefficients,
     edm_denoise,
     freeze_temporal_layers,
+    image_to_video_loss,
     is_temporal_parameter,
+    latent_scaling_factor,
     match_grid,
     mean_angular_error_deg,
+    rgb_autoencoder_loss,
     sample_sigmas,
     sfr_alignment_loss,
     sfr_loss,
@@ -34,6 +39,13 @@ from normalcrafter_pipeline.training import (
     warmup_exponential_factor,
 )
 from normalcrafter_pipeline.training.checkpointing import list_checkpoints
+from normalcrafter_pipeline.training.semantic_teacher import (
+    SemanticTeacher,
+    patch_label_shares,
+    semantic_teacher_config,
+    semantic_teacher_loss,
+    train_semantic_teacher,
+)
 from normalcrafter_pipeline.training.session import create_optimizer
 from normalcrafter_pipeline.training.sfr import sfr_feature_channels
 from normalcrafter_pipeline.training.unwrap import unwrap_model
@@ -460,6 +472,132 @@ def test_stage2_and_vae_decoder_steps_fit_one_clip():
     assert history[-1] < 0.7 * history[0], history
 
 
+def _tiny_teacher_config():
+    return semantic_teacher_config(hidden_size=16, num_layers=1, num_heads=2)
+
+
+def test_patch_label_shares():
+    labels = torch.zeros(1, 4, 6, dtype=torch.long)
+    labels[:, :, 3:] = 2  # left half label 0, right half label 2
+    labels[:, 0, 0] = 1
+    shares = patch_label_shares(labels, 3, (1, 2))
+    torch.testing.assert_close(shares, torch.tensor([[[[11 / 12, 1 / 12, 0.0], [0.0, 0.0, 1.0]]]]))
+    uneven = patch_label_shares(torch.randint(0, 4, (2, 7, 9)), 4, (3, 4))
+    assert uneven.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(uneven.sum(-1), torch.ones(2, 3, 4))
+
+
+def test_semantic_teacher_reads_its_heads_off_the_sfr_tokens_and_learns():
+    torch.manual_seed(0)
+    teacher = SemanticTeacher(_tiny_teacher_config())
+    pixels = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    # The tokens the heads read are the ones SFR gets from the saved backbone (`DinoFeatures`).
+    frozen = DinoFeatures(copy.deepcopy(teacher.backbone))
+    torch.testing.assert_close(teacher(pixels, (8, 8))["kind"], teacher.heads["kind"](frozen(pixels, (8, 8))))
+    # A learning signal: a few steps on fixed frames and labels lower the loss.
+    labels = {"kind": torch.randint(0, 6, (4, 64, 64)), "material": torch.randint(0, 4, (4, 64, 64))}
+    labels["kind"][:, :32] = 1
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=3e-3)
+    history = []
+    for _ in range(20):
+        losses = semantic_teacher_loss(teacher, pixels, labels, (8, 8))
+        losses["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append(losses["loss"].item())
+    assert set(losses) == {"loss", "kind", "material"} and history[-1] < 0.8 * history[0], history
+
+
+def test_trained_semantic_teacher_loads_as_the_sfr_target(tmp_path):
+    metrics = train_semantic_teacher(
+        tmp_path / "teacher", size=64, num_clips=2, num_frames=1, heldout_clips=1, steps=3, batch_size=2,
+        config=_tiny_teacher_config(),
+    )  # fmt: skip
+    assert 0 <= metrics["kind"] <= 1 and 0 < metrics["kind_constant_guess"] <= 1 and metrics["grid"] == [8, 8]
+    assert json.loads((tmp_path / "teacher" / "teacher_metrics.json").read_text()) == metrics
+    # The folder is a plain Dinov2Model (no heads): SFR loads it as it loads DINOv2, and stage 1 trains against it.
+    dino = DinoFeatures.from_pretrained(str(tmp_path / "teacher"))
+    assert dino.hidden_size == 16
+    pipe = tiny_pipeline()
+    projector = SFRProjector(sfr_feature_channels(pipe.unet), dino.hidden_size, hidden_dim=16)
+    losses = stage1_loss(pipe, pipe.unet, _batch(), projector, dino, lambda_reg=0.5)
+    assert torch.isfinite(losses["sfr"]) and -1 <= losses["sfr"].item() <= 1
+    with pytest.raises(ValueError, match="steps"):
+        train_semantic_teacher(tmp_path / "bad", steps=0)
+
+
 def test_dino_loading_error_names_the_flag(tmp_path):
     with pytest.raises(OSError, match="--dino_model"):
         DinoFeatures.from_pretrained(str(tmp_path / "missing"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Video prior
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_rgb_autoencoder_trains_encoder_and_decoder_to_reconstruct_frames():
+    vae = tiny_pipeline().vae.requires_grad_(True)
+    batch = _batch(frames=2)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    history = []
+    for _ in range(12):
+        losses = rgb_autoencoder_loss(vae, batch)
+        losses["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append(losses["loss"].item())
+    assert set(losses) == {"loss", "l1"} and history[-1] < 0.95 * history[0], history
+    after = vae.state_dict()
+    for part in ("encoder.", "decoder."):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(part)), part
+    # The loss is the mean absolute error of the frames in [-1, 1], encoded to their latent mode and decoded.
+    with torch.no_grad():
+        pixels = batch["pixel_values"][0] * 2 - 1
+        decoded = vae.decode(vae.encode(pixels).latent_dist.mode(), num_frames=2).sample
+        torch.testing.assert_close(rgb_autoencoder_loss(vae, batch)["l1"], (decoded - pixels).abs().mean())
+
+
+def test_latent_scaling_factor_gives_unit_variance_latents():
+    vae = tiny_pipeline().vae
+    frames = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    factor = latent_scaling_factor(vae, frames)
+    latents = vae.encode(frames * 2 - 1).latent_dist.mode().detach()
+    assert (latents * factor).std().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_image_to_video_loss_conditions_every_frame_on_the_first():
+    """As SVD: the first frame's latent on every frame's input channels and its CLIP embedding for every frame; the
+    clip's own scaled latents are the target, and the pipeline's added time ids condition."""
+    pipe = tiny_pipeline()
+    batch = _batch(frames=3, seed=4)
+    seen = {}
+
+    def record(module, args, kwargs):
+        seen["sample"], seen["states"], seen["time_ids"] = (
+            args[0],
+            kwargs["encoder_hidden_states"],
+            kwargs["added_time_ids"],
+        )
+
+    handle = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    torch.manual_seed(0)
+    losses = image_to_video_loss(pipe, pipe.unet, batch, p_mean=1.0, p_std=1.0)
+    handle.remove()
+    first = batch["pixel_values"][:, 0]
+    conditioning = seen["sample"][:, :, 4:]  # [B, F, 4, h, w]
+    for frame in range(3):
+        torch.testing.assert_close(conditioning[:, frame], pipe.encode_video_latents(first))
+        torch.testing.assert_close(seen["states"][frame], pipe.encode_image_embeddings(first)[0])
+    torch.testing.assert_close(seen["time_ids"], pipe.get_added_time_ids(torch.float32))
+    # The loss is the EDM DSM loss towards the clip's own latents (same noise draw).
+    latents = pipe.encode_video_latents(batch["pixel_values"][0])[None] * pipe.vae.config.scaling_factor
+    torch.manual_seed(0)
+    sigmas = sample_sigmas(1, 1.0, 1.0)
+    noisy = add_noise(latents, sigmas, torch.randn_like(latents))
+    denoised = edm_denoise(pipe.unet, noisy, sigmas, conditioning, seen["states"], seen["time_ids"])
+    torch.testing.assert_close(losses["dsm"], dsm_loss(denoised, latents, sigmas))
+    losses["loss"].backward()
+    temporal = [p.grad for n, p in pipe.unet.named_parameters() if is_temporal_parameter(n)]
+    assert all(g is not None for g in temporal) and pipe.vae.encoder.conv_in.weight.grad is None

@@ -16,13 +16,16 @@ from .losses import (
     mean_angular_error_deg,
     sfr_alignment_loss,
 )
-from .renderer import render_clip, render_dataset
+from .renderer import Nuisances, render_clip, render_dataset
 from .schedule import get_warmup_exponential_scheduler, warmup_exponential_factor
 from .sfr import DEFAULT_DINO_MODEL, DinoFeatures, FeatureTap, SFRProjector, match_grid, sfr_loss
 from .stage_losses import (
     decode_normal_latents,
     encode_conditioning,
     encode_normal_latents,
+    image_to_video_loss,
+    latent_scaling_factor,
+    rgb_autoencoder_loss,
     stage1_loss,
     stage2_loss,
     vae_decoder_loss,
@@ -36,6 +39,7 @@ __all__ = [
     "FeatureTap",
     "NonFiniteLossError",
     "NormalClipDataset",
+    "Nuisances",
     "SFRProjector",
     "add_noise",
     "angular_loss",
@@ -49,12 +53,15 @@ __all__ = [
     "encode_normal_latents",
     "freeze_temporal_layers",
     "get_warmup_exponential_scheduler",
+    "image_to_video_loss",
     "is_temporal_parameter",
+    "latent_scaling_factor",
     "masked_l1_loss",
     "match_grid",
     "mean_angular_error_deg",
     "render_clip",
     "render_dataset",
+    "rgb_autoencoder_loss",
     "sample_sigmas",
     "sfr_alignment_loss",
     "sfr_loss",

@@ -24,9 +24,11 @@ def build_parser(
     max_train_steps: int,
     max_num_frames: int,
     min_num_frames: int = 1,
+    validation: bool = True,
 ) -> argparse.ArgumentParser:
     """The argument parser of a training script, described by the first line of its `docstring`; the keyword
-    arguments are the paper's settings for that stage, and `sfr` adds the Semantic Feature Regularization flags."""
+    arguments are the paper's settings for that stage, `sfr` adds the Semantic Feature Regularization flags, and
+    `validation` the flags of validation on normal clips (the video-prior stages predict no normals)."""
     parser = argparse.ArgumentParser(description=docstring.strip().splitlines()[0])
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -119,10 +121,13 @@ def build_parser(
         default=None,
         help="A checkpoint folder, or `latest` (the newest checkpoint-* in output_dir).",
     )
-    run.add_argument("--validation_data_dir", type=str, default=None, help="Dataset root of validation clips.")
-    run.add_argument("--validation_steps", type=int, default=500)
-    run.add_argument("--num_validation_clips", type=int, default=2)
-    run.add_argument("--validation_num_frames", type=int, default=8)
+    if validation:
+        run.add_argument("--validation_data_dir", type=str, default=None, help="Dataset root of validation clips.")
+        run.add_argument("--validation_steps", type=int, default=500)
+        run.add_argument("--num_validation_clips", type=int, default=2)
+        run.add_argument("--validation_num_frames", type=int, default=8)
+    else:
+        parser.set_defaults(validation_data_dir=None)
     return parser
 
 
@@ -139,7 +144,7 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         "min_num_frames",
     )
     for name in positive:
-        if getattr(args, name) < 1:
+        if hasattr(args, name) and getattr(args, name) < 1:
             raise ValueError(f"`--{name}` is {getattr(args, name)}; it must be at least 1.")
     if args.max_num_frames < args.min_num_frames:
         raise ValueError(

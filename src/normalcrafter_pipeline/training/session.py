@@ -219,11 +219,14 @@ class TrainingSession:
         by_name = dict(zip(present, models))
         return [by_name.get(name) for name in trained]
 
-    def train(self, compute_loss: Callable[[dict], dict], validate_with: Callable[[NormalCrafterPipeline], Predictor]):
+    def train(
+        self, compute_loss: Callable[[dict], dict], validate_with: Callable[[NormalCrafterPipeline], Predictor] | None
+    ):
         """Start the trackers, resume from `--resume_from_checkpoint`, and run optimiser steps until
         `--max_train_steps`, with accumulation, clipping, EMA, logging, checkpoints and validation (the predictor
-        `validate_with(pipeline)` on the validation clips). `compute_loss(batch)` returns a dict of fp32 losses
-        with the total under `"loss"`. Returns the global step reached."""
+        `validate_with(pipeline)` on the validation clips; None for a stage that predicts no normals, whose parser
+        has no validation flags). `compute_loss(batch)` returns a dict of fp32 losses with the total under
+        `"loss"`. Returns the global step reached."""
         from tqdm.auto import tqdm
 
         if not self._models:
@@ -274,7 +277,7 @@ class TrainingSession:
                 accelerator.log(logs, step=self.global_step)
                 if self.global_step % args.checkpointing_steps == 0:
                     save_checkpoint(accelerator, args, self.global_step)
-                if self.global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                if self._clips and self.global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     log_validation(accelerator, self._clips, validate_with(self.pipe), self.global_step)
                 if self.global_step >= args.max_train_steps:
                     break
@@ -283,10 +286,10 @@ class TrainingSession:
 
     # -- the end ----------------------------------------------------------------------------------------------------
 
-    def finish(self, validate_with: Callable[[NormalCrafterPipeline], Predictor], **trained: torch.nn.Module):
+    def finish(self, validate_with: Callable[[NormalCrafterPipeline], Predictor] | None, **trained: torch.nn.Module):
         """Write `--output_dir` as a `NormalCrafterPipeline` folder: the loaded pipeline's components with the
         `trained` ones (the EMA weights with `--use_ema`; fp32, unwrapped) in place of its own; validate it on the
-        validation clips and end the trackers. Returns the final pipeline on the main process, else None."""
+        validation clips (if any) and end the trackers. Returns the final pipeline on the main process, else None."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         final = None
@@ -301,6 +304,7 @@ class TrainingSession:
             final = NormalCrafterPipeline(**components)
             final.save_pretrained(self.args.output_dir)
             logger.info(f"Saved the trained pipeline to {self.args.output_dir}")
-            log_validation(accelerator, self._clips, validate_with(final), self.global_step, True)
+            if self._clips:
+                log_validation(accelerator, self._clips, validate_with(final), self.global_step, True)
         accelerator.end_training()
         return final

@@ -72,14 +72,31 @@ class FeatureTap:
         self._handle = None
 
 
+def dino_patch_tokens(model, pixels: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """`[N, 3, H, W]` frames in [0, 1] -> `[N, grid_h, grid_w, D]` patch tokens of a `Dinov2Model` (CLS and
+    registers dropped). The frames are resized so the patch grid is `grid` and normalised with ImageNet's mean and
+    std. Gradients flow (`DinoFeatures` is the frozen use; a teacher trained for SFR uses this same path)."""
+    patch_size = model.config.patch_size
+    size = (grid[0] * patch_size, grid[1] * patch_size)
+    images = F.interpolate(pixels.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    images = ((images.clamp(0.0, 1.0) - mean) / std).to(model.dtype)
+    tokens = model(pixel_values=images).last_hidden_state
+    num_prefix = 1 + getattr(model.config, "num_register_tokens", 0)
+    tokens = tokens[:, num_prefix:].reshape(tokens.shape[0], grid[0], grid[1], -1)
+    return match_grid(tokens, grid)
+
+
 class DinoFeatures(nn.Module):
-    """A frozen DINOv2 (transformers `Dinov2Model`) giving patch tokens on a requested grid."""
+    """A frozen DINOv2 (transformers `Dinov2Model`) giving patch tokens on a requested grid.
+
+    Any `Dinov2Model` folder works, such as the semantic teacher of `training.semantic_teacher`, trained on the
+    synthetic renderer's labels for runs without DINOv2 weights."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: str = DEFAULT_DINO_MODEL, **kwargs) -> DinoFeatures:
@@ -105,15 +122,8 @@ class DinoFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """`[N, 3, H, W]` frames in [0, 1] -> `[N, grid_h, grid_w, D]` patch tokens (CLS and registers dropped)."""
-        size = (grid[0] * self.patch_size, grid[1] * self.patch_size)
-        images = F.interpolate(pixels.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
-        images = ((images.clamp(0.0, 1.0) - self.mean) / self.std).to(self.model.dtype)
-        tokens = self.model(pixel_values=images).last_hidden_state
-        num_prefix = 1 + getattr(self.model.config, "num_register_tokens", 0)
-        patch_h, patch_w = size[0] // self.patch_size, size[1] // self.patch_size
-        tokens = tokens[:, num_prefix:].reshape(tokens.shape[0], patch_h, patch_w, -1)
-        return match_grid(tokens, grid)
+        """`[N, 3, H, W]` frames in [0, 1] -> `[N, grid_h, grid_w, D]` patch tokens (`dino_patch_tokens`)."""
+        return dino_patch_tokens(self.model, pixels, grid)
 
 
 def match_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -3,6 +3,10 @@
 Batches come from `NormalClipDataset` (collated): `pixel_values` and `normals` `[B, F, 3, H, W]`, `valid_mask`
 `[B, F, 1, H, W]`. `pipe` is a `NormalCrafterPipeline` holding the frozen encoders (its CLIP and VAE encoding
 methods are the inference ones, so training sees exactly the conditioning inference computes).
+
+The normal stages (VAE decoder, stage 1, stage 2) start from a video prior. The paper's is SVD-xt; models trained
+from scratch make their own with the two prior stages here, the way SVD was made: the VAE as an RGB autoencoder
+(`rgb_autoencoder_loss`), then the UNet as an image-to-video model (`image_to_video_loss`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 
 from ..pipeline_normalcrafter import predict_window_latents
 from .edm import add_noise, edm_denoise, sample_sigmas
-from .losses import angular_loss, dsm_loss, masked_l1_loss
+from .losses import angular_loss, check_finite, dsm_loss, masked_l1_loss
 from .sfr import FeatureTap, sfr_loss
 
 
@@ -118,6 +122,49 @@ def vae_decoder_loss(vae, batch: dict, l1_weight: float = 0.0) -> dict:
     if l1_weight > 0:
         losses["l1"] = masked_l1_loss(reconstruction, normals, mask)
         losses["loss"] = losses["loss"] + l1_weight * losses["l1"]
+    return losses
+
+
+def rgb_autoencoder_loss(vae, batch: dict) -> dict:
+    """Video prior, part 1: the VAE (encoder and decoder; `vae` may be DDP-wrapped) as an RGB autoencoder. The
+    frames, in [-1, 1], are encoded to their latent mode (as inference encodes them) and decoded by the temporal
+    decoder; the loss is the mean absolute error."""
+    pixels = batch["pixel_values"] * 2.0 - 1.0  # [B, F, 3, H, W]
+    batch_size, frames = pixels.shape[:2]
+    flat = pixels.flatten(0, 1).to(next(vae.parameters()).dtype)
+    reconstruction = vae(flat, sample_posterior=False, num_frames=frames).sample.unflatten(0, (batch_size, frames))
+    losses = {"l1": masked_l1_loss(reconstruction, pixels)}
+    losses["loss"] = losses["l1"]
+    return losses
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae, pixels: torch.Tensor) -> float:
+    """1 / standard deviation of the latent modes of `[N, 3, H, W]` frames in [0, 1]: the scaling factor that
+    gives the UNet unit-variance latents (how Stable Diffusion chose its 0.18215) for a freshly trained VAE."""
+    latents = vae.encode((pixels * 2.0 - 1.0).to(vae.device, vae.dtype)).latent_dist.mode()
+    return 1.0 / check_finite(latents.float().std(), "latent standard deviation").item()
+
+
+def image_to_video_loss(pipe, unet, batch: dict, p_mean: float = 0.7, p_std: float = 1.6) -> dict:
+    """Video prior, part 2: the UNet (`unet` may be the DDP-wrapped training copy) as an image-to-video model, as
+    SVD was trained. EDM denoising score matching of the clip's own (scaled) latents, conditioned on its first frame
+    through the inputs the pipeline uses: the first frame's unscaled VAE latent concatenated on channels to every
+    frame, its CLIP embedding as every frame's `encoder_hidden_states`, and the pipeline's added time ids."""
+    pixel_values = batch["pixel_values"]  # [B, F, 3, H, W]
+    batch_size, frames = pixel_values.shape[:2]
+    with torch.no_grad():
+        latents = pipe.encode_video_latents(pixel_values.flatten(0, 1)).unflatten(0, (batch_size, frames))
+        first_frame = pipe.encode_image_embeddings(pixel_values[:, 0])  # [B, 1, D]
+    clean = latents * pipe.vae.config.scaling_factor  # [B, F, C, h, w]
+    conditioning = latents[:, :1].expand(-1, frames, -1, -1, -1)
+    embeddings = first_frame.repeat_interleave(frames, dim=0)  # [B * F, 1, D]
+    sigmas = sample_sigmas(batch_size, p_mean, p_std, device=clean.device)
+    noisy = add_noise(clean, sigmas, torch.randn_like(clean))
+    time_ids = _added_time_ids(pipe, batch_size, embeddings.dtype)
+    denoised = edm_denoise(unet, noisy, sigmas, conditioning, embeddings, time_ids)
+    losses = {"dsm": dsm_loss(denoised, clean, sigmas)}
+    losses["loss"] = losses["dsm"]
     return losses
 
 
