@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from normalcrafter_pipeline.training.arguments import build_parser, check_args, run_script
+from normalcrafter_pipeline.training.arguments import add_noise_level_options, build_parser, check_args, run_script
 from normalcrafter_pipeline.training.session import TrainingSession
 from normalcrafter_pipeline.training.stage_losses import image_to_video_loss
 
@@ -31,13 +31,8 @@ def parse_args(input_args=None):
         max_num_frames=14,
         validation=False,
     )
-    stage = parser.add_argument_group("image-to-video")
-    stage.add_argument("--p_mean", type=float, default=0.7, help="Mean of ln(sigma).")
-    stage.add_argument("--p_std", type=float, default=1.6, help="Standard deviation of ln(sigma).")
-    args = check_args(parser.parse_args(input_args))
-    if args.p_std <= 0:
-        raise ValueError(f"`--p_std` is {args.p_std}; it must be positive.")
-    return args
+    add_noise_level_options(parser, "image-to-video")
+    return check_args(parser.parse_args(input_args))
 
 
 def main(args):

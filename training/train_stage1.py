@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from normalcrafter_pipeline.training.arguments import build_parser, check_args, run_script
+from normalcrafter_pipeline.training.arguments import add_noise_level_options, build_parser, check_args, run_script
 from normalcrafter_pipeline.training.session import TrainingSession
 from normalcrafter_pipeline.training.stage_losses import stage1_loss
 from normalcrafter_pipeline.training.validation import pipeline_predictor
@@ -20,13 +20,8 @@ from normalcrafter_pipeline.training.validation import pipeline_predictor
 
 def parse_args(input_args=None):
     parser = build_parser(__doc__, sfr=True, learning_rate=3e-5, max_train_steps=20000, max_num_frames=14)
-    stage = parser.add_argument_group("stage 1")
-    stage.add_argument("--p_mean", type=float, default=0.7, help="Mean of ln(sigma).")
-    stage.add_argument("--p_std", type=float, default=1.6, help="Standard deviation of ln(sigma).")
-    args = check_args(parser.parse_args(input_args))
-    if args.p_std <= 0:
-        raise ValueError(f"`--p_std` is {args.p_std}; it must be positive.")
-    return args
+    add_noise_level_options(parser, "stage 1")
+    return check_args(parser.parse_args(input_args))
 
 
 def main(args):

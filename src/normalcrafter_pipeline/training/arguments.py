@@ -131,6 +131,14 @@ def build_parser(
     return parser
 
 
+def add_noise_level_options(parser: argparse.ArgumentParser, title: str) -> None:
+    """EDM's training noise levels, ln(sigma) ~ N(--p_mean, --p_std^2), as the stages that denoise latents take
+    them (`check_args` rejects a non-positive --p_std)."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--p_mean", type=float, default=0.7, help="Mean of ln(sigma).")
+    group.add_argument("--p_std", type=float, default=1.6, help="Standard deviation of ln(sigma).")
+
+
 def check_args(args: argparse.Namespace) -> argparse.Namespace:
     """Validate parsed arguments; raise `ValueError` naming the flag, its value and the fix."""
     positive = (
@@ -163,6 +171,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         )
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         raise ValueError(f"`--checkpoints_total_limit` is {args.checkpoints_total_limit}; use at least 1 or omit it.")
+    if getattr(args, "p_std", 1.0) <= 0:
+        raise ValueError(f"`--p_std` is {args.p_std}; it must be positive.")
     if getattr(args, "lambda_reg", 0.0) < 0:
         raise ValueError(f"`--lambda_reg` is {args.lambda_reg}; it must be >= 0 (0 disables SFR).")
     return args
