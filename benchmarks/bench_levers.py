@@ -9,6 +9,11 @@ from the default's, over the largest absolute output (bf16 rounding alone is abo
 Levers:
   clip-batch14        CLIP on 14 frames in one batch instead of two batches of 7 (`encode_chunk_size=14`)
   clip-eager-attn     CLIP attention as matmul-softmax-matmul instead of the fused SDPA kernel
+  clip-onednn-mlp     CLIP's MLP through oneDNN with weights packed once, bias and GELU fused into the matmuls (what
+                      inductor's weight freezing does for these layers, without compiling anything else)
+  unet-eager-attn     the UNet's attention as diffusers' `AttnProcessor` (baddbmm-softmax-bmm) instead of SDPA
+  retain-STAGE        the pass of clip, encode, unet or decode inside `HeapRetention.hold()` (freed memory kept
+                      for reuse; the pipeline's default on the CPU) against glibc's own behaviour
   encode-nchw         the VAE encoder fed NCHW pixels instead of channels_last (the default since it was measured)
   decode-cl           the VAE decoder fed channels_last latents
   decode-silu-inplace the VAE's SiLU activations in place (saves one buffer per activation)
@@ -38,6 +43,12 @@ from normalcrafter_pipeline.dtypes import torch_dtype
 LEVERS = (
     "clip-batch14",
     "clip-eager-attn",
+    "clip-onednn-mlp",
+    "unet-eager-attn",
+    "retain-clip",
+    "retain-encode",
+    "retain-unet",
+    "retain-decode",
     "encode-nchw",
     "decode-cl",
     "decode-silu-inplace",
@@ -104,9 +115,48 @@ def set_silu_inplace(model, inplace: bool) -> None:
             module.inplace = inplace
 
 
+def set_onednn_mlp(clip, enabled: bool) -> None:
+    """CLIP's MLPs through `torch.ops.mkldnn._linear_pointwise` with packed weights (bias and GELU fused), or back."""
+    from transformers.models.clip.modeling_clip import CLIPMLP
+
+    for module in clip.modules():
+        if not isinstance(module, CLIPMLP):
+            continue
+        if not enabled:
+            module.__dict__.pop("forward", None)
+            continue
+        fc1, fc2 = module.fc1, module.fc2
+        packed1 = torch.ops.mkldnn._reorder_linear_weight(fc1.weight, None)
+        packed2 = torch.ops.mkldnn._reorder_linear_weight(fc2.weight, None)
+
+        def forward(hidden_states, fc1=fc1, fc2=fc2, packed1=packed1, packed2=packed2):
+            flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+            hidden = torch.ops.mkldnn._linear_pointwise(flat, packed1, fc1.bias, "gelu", [None], "none")
+            out = torch.ops.mkldnn._linear_pointwise(hidden, packed2, fc2.bias, "none", [], "")
+            return out.reshape(*hidden_states.shape[:-1], out.shape[-1])
+
+        module.forward = forward
+
+
+def set_unet_attention(unet, processors):
+    """Give the UNet's attention layers `processors` (one processor, or the dict `attn_processors` returned)."""
+    previous = unet.attn_processors
+    unet.set_attn_processor(processors)
+    return previous
+
+
 def compiled_module(stages: Stages, stage: str):
     modules = {"clip": stages.clip, "encode": stages.vae.encoder, "unet": stages.unet, "decode": stages.vae.decoder}
     return modules[stage]
+
+
+# (frames per call, pass) of each stage
+STAGE_PASSES = {
+    "clip": lambda stages: (14, stages.clip_pass),
+    "encode": lambda stages: (7, stages.encode_pass),
+    "unet": lambda stages: (14, stages.unet_pass),
+    "decode": lambda stages: (7, stages.decode_pass),
+}
 
 
 def lever_pair(stages: Stages, lever: str):
@@ -121,6 +171,35 @@ def lever_pair(stages: Stages, lever: str):
             lambda: set_attention(stages.clip, "eager"),
             (lambda: set_attention(stages.clip, "sdpa")),
         )
+    if lever == "clip-onednn-mlp":
+        return (
+            14,
+            stages.clip_pass,
+            stages.clip_pass,
+            lambda: set_onednn_mlp(stages.clip, True),
+            (lambda: set_onednn_mlp(stages.clip, False)),
+        )
+    if lever == "unet-eager-attn":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        saved = {}
+        return (
+            14,
+            stages.unet_pass,
+            stages.unet_pass,
+            lambda: saved.update(processors=set_unet_attention(stages.unet, AttnProcessor())),
+            (lambda: set_unet_attention(stages.unet, saved["processors"])),
+        )
+    if lever.startswith("retain-"):
+        from normalcrafter_pipeline.pipeline_normalcrafter import HeapRetention
+
+        frames, run = STAGE_PASSES[lever.removeprefix("retain-")](stages)
+
+        def retained():
+            with HeapRetention.hold():
+                return run()
+
+        return frames, run, retained, None, None
     if lever == "encode-nchw":
         return 7, stages.encode_pass, lambda: stages.encode_pass(False), None, None
     if lever == "decode-cl":
@@ -133,10 +212,8 @@ def lever_pair(stages: Stages, lever: str):
             lambda: set_silu_inplace(stages.vae, True),
             (lambda: set_silu_inplace(stages.vae, False)),
         )
-    stage = lever.removeprefix("compile-")
-    run = dict(clip=stages.clip_pass, encode=stages.encode_pass, unet=stages.unet_pass, decode=stages.decode_pass)
-    frames = {"clip": 14, "encode": 7, "unet": 14, "decode": 7}[stage]
-    return frames, run[stage], run[stage], None, None
+    frames, run = STAGE_PASSES[lever.removeprefix("compile-")](stages)
+    return frames, run, run, None, None
 
 
 def time_call(function) -> tuple[float, torch.Tensor]:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_impl import reference_normals  # noqa: E402  (the test suite's oracle, not a copy)
 
 STAGES = ("clip", "vae_encode", "unet", "vae_decode")
-VARIANTS = ("reference", "ours", "ours-enc14", "ours-cl", "ours-nchw-encode")
+VARIANTS = ("reference", "ours", "ours-no-retain", "ours-enc14", "ours-cl", "ours-nchw-encode")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,6 +189,12 @@ def run_variant(pipe, variant: str, video: np.ndarray, args) -> np.ndarray:
     kwargs = dict(common, decode_chunk_size=args.decode_chunk_size, encode_chunk_size=7)
     if variant == "ours-enc14":
         kwargs["encode_chunk_size"] = 14
+    if variant == "ours-no-retain":
+        pipe.retain_cpu_memory = False
+        try:
+            return pipe(video, **kwargs).normals
+        finally:
+            pipe.retain_cpu_memory = True
     if variant != "ours-nchw-encode":
         return pipe(video, **kwargs).normals
     encode = pipe.vae.encode  # the stage meter's timed wrapper

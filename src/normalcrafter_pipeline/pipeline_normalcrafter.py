@@ -6,10 +6,15 @@ used as a Hub `pipeline.py`. It holds, top to bottom: the pure helpers (window p
 anti-aliased resize), the per-frame-embedding UNet, the shared one-step prediction, and the pipeline itself.
 """
 
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import math
 import os
 import shutil
+import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Union
@@ -641,6 +646,82 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# CPU memory: keep freed blocks for reuse while the pipeline runs (glibc only).
+# ----------------------------------------------------------------------------------------------------------------
+
+# glibc's `mallopt` parameters (malloc.h). Its mmap threshold starts at 128 KiB and rises with each freed mapping up
+# to 32 MiB on 64-bit systems, the trim threshold following at twice that: the state a warmed-up process reaches.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_GLIBC_WARM_MMAP_THRESHOLD = 32 * 1024 * 1024
+_GLIBC_WARM_TRIM_THRESHOLD = 2 * _GLIBC_WARM_MMAP_THRESHOLD
+_GLIBC_MAX_THRESHOLD = 2**31 - 1  # `mallopt` takes an int
+
+
+class HeapRetention:
+    """Process-wide, reference-counted: while any holder is inside, glibc serves large blocks from its heap and keeps
+    freed memory for reuse instead of returning it to the kernel; when the last one leaves, `malloc_trim` returns the
+    retained memory and glibc's thresholds are left where its own adjustment takes a warmed-up process (blocks above
+    32 MiB mapped, free heap above 64 MiB trimmed).
+
+    Why: with glibc's defaults every block above its mmap threshold (128 KiB, rising to at most 32 MiB: most
+    activations of the VAE and many of the UNet) is a fresh `mmap`, so an element-wise operation first takes a page
+    fault, and the kernel zero-fills a page, for every 4 KiB of its output. On a 2-core CPU a new SiLU, add or group
+    norm output of 60 MB then costs 2-4x the same operation into reused memory (`benchmarks/BENCHMARKS.md`).
+    Exactness is untouched: only where the memory comes from changes.
+
+    A no-op where the C library is not glibc (macOS, Windows, musl). Thresholds that the process had set itself
+    (`mallopt`, `GLIBC_TUNABLES`) are not restored; `retain_cpu_memory = False` leaves them alone.
+    """
+
+    _lock = threading.Lock()
+    _holders = 0
+    _libc: Any = None
+
+    @classmethod
+    def _glibc(cls):
+        if cls._libc is None:
+            cls._libc = False
+            if sys.platform.startswith("linux"):
+                with contextlib.suppress(OSError, AttributeError):
+                    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                    libc.gnu_get_libc_version.restype = ctypes.c_char_p
+                    libc.gnu_get_libc_version()  # glibc only: musl lacks it
+                    cls._libc = libc
+        return cls._libc
+
+    @classmethod
+    def available(cls) -> bool:
+        return bool(cls._glibc())
+
+    @classmethod
+    def active(cls) -> bool:
+        return cls._holders > 0
+
+    @classmethod
+    @contextlib.contextmanager
+    def hold(cls, enabled: bool = True) -> Iterator[None]:
+        libc = cls._glibc() if enabled else False
+        if not libc:
+            yield
+            return
+        with cls._lock:
+            if cls._holders == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MAX_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_MAX_THRESHOLD)
+            cls._holders += 1
+        try:
+            yield
+        finally:
+            with cls._lock:
+                cls._holders -= 1
+                if cls._holders == 0:
+                    libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_WARM_MMAP_THRESHOLD)
+                    libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_WARM_TRIM_THRESHOLD)
+                    libc.malloc_trim(0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The deterministic prediction of one window, shared by inference and stage-2 training.
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -747,15 +828,16 @@ class WindowedDenoiser:
         self.conditioning = self.conditioning[start - self.held_start :]
         self.held_start = start
         num_shared = self.merged_end - start if self.merged is not None else 0
-        latents = predict_window_latents(
-            self.pipe.unet,
-            self.pipe.scheduler,
-            self.conditioning[: end - start].unsqueeze(0),  # [1, F, C, h, w]
-            self.embeddings[: end - start],  # [F, 1, D]
-            self.added_time_ids,
-            num_inference_steps=self.num_inference_steps,
-            replace_latents=self.merged[:num_shared].unsqueeze(0) if num_shared else None,
-        )[0]  # [F, C, h, w]
+        with self.pipe.model_pass():
+            latents = predict_window_latents(
+                self.pipe.unet,
+                self.pipe.scheduler,
+                self.conditioning[: end - start].unsqueeze(0),  # [1, F, C, h, w]
+                self.embeddings[: end - start],  # [F, 1, D]
+                self.added_time_ids,
+                num_inference_steps=self.num_inference_steps,
+                replace_latents=self.merged[:num_shared].unsqueeze(0) if num_shared else None,
+            )[0]  # [F, C, h, w]
         if num_shared:
             weight = torch.as_tensor(blend_weights(num_shared), dtype=latents.dtype, device=latents.device)
             weight = weight.view(-1, 1, 1, 1)
@@ -804,10 +886,19 @@ class NormalCrafterPipeline(DiffusionPipeline):
             The EDM-style Euler scheduler of SVD-xt (v-prediction, continuous timesteps, Karras sigmas).
         feature_extractor ([`~transformers.CLIPImageProcessor`]):
             Supplies the CLIP normalisation constants.
+
+    Attributes:
+        retain_cpu_memory (`bool`, defaults to `True`): on the CPU, memory freed during a model pass (a CLIP or VAE
+            chunk, a UNet window) is reused within that pass instead of being returned to the kernel and faulted in
+            again, and handed back when the pass ends (glibc only; the same numbers, faster, and memory stays flat
+            over any length: `benchmarks/BENCHMARKS.md`).
     """
 
     model_cpu_offload_seq = "image_encoder->vae->unet"
     _optional_components = []
+    # Model passes on the CPU reuse the memory they free ([`HeapRetention`], `model_pass`); `pipe.retain_cpu_memory
+    # = False` opts out (glibc's own behaviour: every large block is a fresh, page-faulted mapping).
+    retain_cpu_memory = True
 
     # What `model_index.json` records for classes that not every supported diffusers/transformers release can load:
     # a NormalCrafterUNet's weights are the stock UNet's (any loader reads them; this pipeline wraps them again), and
@@ -1020,7 +1111,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
         mean = torch.tensor(self.feature_extractor.image_mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(self.feature_extractor.image_std, device=device).view(1, 3, 1, 1)
         images = ((images - mean) / std).to(dtype=self.image_encoder.dtype)
-        return self.image_encoder(images).image_embeds.unsqueeze(1)  # [N, 1, D]
+        with self.model_pass():
+            return self.image_encoder(images).image_embeds.unsqueeze(1)  # [N, 1, D]
 
     def encode_video_latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """`[N, 3, H, W]` pixels in [0, 1] -> `[N, C, H/8, W/8]` unscaled latents (the distribution's mode)."""
@@ -1037,7 +1129,8 @@ class NormalCrafterPipeline(DiffusionPipeline):
         # and 1.16x in fp32 for the SVD-xt encoder at 128x256 (benchmarks/BENCHMARKS.md). It is also the layout the
         # reference's encoder sees (its frames come from a permuted HWC array).
         pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
-        latents = self.vae.encode((pixels * 2.0 - 1.0).to(self.vae.dtype)).latent_dist.mode()
+        with self.model_pass():
+            latents = self.vae.encode((pixels * 2.0 - 1.0).to(self.vae.dtype)).latent_dist.mode()
         if upcast:
             self.vae.to(dtype=torch.float16)
         return latents
@@ -1045,8 +1138,15 @@ class NormalCrafterPipeline(DiffusionPipeline):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """`[N, C, h, w]` merged latents (one decode chunk) -> `[N, 3, H, W]` float32 in about [-1, 1]."""
         latents = latents / self.vae.config.scaling_factor
-        frames = self.vae.decode(latents.to(self.vae.dtype), num_frames=latents.shape[0]).sample
+        with self.model_pass():
+            frames = self.vae.decode(latents.to(self.vae.dtype), num_frames=latents.shape[0]).sample
         return frames.float()
+
+    def model_pass(self) -> contextlib.AbstractContextManager:
+        """The context of one model pass (a CLIP or VAE chunk, a UNet window): on the CPU, unless
+        `retain_cpu_memory` is off, memory freed inside it is reused inside it ([`HeapRetention`]) and handed back
+        to the kernel when it ends, so the process's footprint between passes stays that of its live tensors."""
+        return HeapRetention.hold(self.retain_cpu_memory and self._execution_device.type == "cpu")
 
     def get_added_time_ids(self, dtype: torch.dtype) -> torch.Tensor:
         """`[[7, 127, 0]]` (fps, motion bucket, noise augmentation) as the released model is conditioned."""
