@@ -646,7 +646,7 @@ class NormalCrafterUNet(UNetSpatioTemporalConditionModel):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# CPU memory: keep freed blocks for reuse while the pipeline runs (glibc only).
+# CPU memory: each model pass reuses the blocks it frees (glibc only).
 # ----------------------------------------------------------------------------------------------------------------
 
 # glibc's `mallopt` parameters (malloc.h). Its mmap threshold starts at 128 KiB and rises with each freed mapping up
@@ -707,7 +707,8 @@ class HeapRetention:
             return
         with cls._lock:
             if cls._holders == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MAX_THRESHOLD)
+                if not libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MAX_THRESHOLD):  # glibc releases that cap it
+                    libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_WARM_MMAP_THRESHOLD)
                 libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_MAX_THRESHOLD)
             cls._holders += 1
         try:
