@@ -503,6 +503,7 @@ def test_model_passes_reuse_freed_memory_only_while_they_run_and_give_the_same_n
             while_reading.append(HeapRetention.active())
             yield frame
 
+    assert not pipe.retain_cpu_memory  # opt-in: it costs peak memory
     expected = pipe(video).normals
     pipe.retain_cpu_memory = retain
     handles = [model.register_forward_pre_hook(record) for model in models]
@@ -516,6 +517,6 @@ def test_model_passes_reuse_freed_memory_only_while_they_run_and_give_the_same_n
         stream.close()  # a consumer that stops early leaves nothing held
         assert not HeapRetention.active()
     finally:
-        pipe.retain_cpu_memory = True
+        del pipe.retain_cpu_memory  # back to the class default
         for handle in handles:
             handle.remove()

@@ -17,9 +17,8 @@ is done twice or skipped; with several GPUs each process uses its own. On a mach
 to start N CPU processes (accelerate's `--cpu` starts a single process).
 
 On a CPU (Linux), glibc hands large freed buffers back to the kernel, which zero-fills them again on the next use;
-that can cost as much time as the arithmetic. The pipeline therefore reuses freed memory within each model pass
-and returns it when the pass ends (pipe.retain_cpu_memory). The first touch of each pass's buffers remains; backing
-them with transparent huge pages cuts those faults too (benchmarks/bench_inference.py --malloc thp):
+that can cost as much time as the arithmetic. Backing them with transparent huge pages keeps memory flat and was
+1.4x faster in benchmarks/bench_inference.py (--malloc thp):
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 normalcrafter clip.mp4
 
 Outputs per input `NAME` (in `--output-dir`, default beside the input), each written under a hidden temporary name

@@ -668,7 +668,9 @@ class HeapRetention:
     activations of the VAE and many of the UNet) is a fresh `mmap`, so an element-wise operation first takes a page
     fault, and the kernel zero-fills a page, for every 4 KiB of its output. On a 2-core CPU a new SiLU, add or group
     norm output of 60 MB then costs 2-4x the same operation into reused memory (`benchmarks/BENCHMARKS.md`).
-    Exactness is untouched: only where the memory comes from changes.
+    Exactness is untouched: only where the memory comes from changes. The price: a freed block is reused only by a
+    request that fits in it, so the heap grows past the live tensors within a holder (for large activations by
+    more than half); hence the pipeline holds it per model pass, and only when asked (`retain_cpu_memory`).
 
     A no-op where the C library is not glibc (macOS, Windows, musl). Thresholds that the process had set itself
     (`mallopt`, `GLIBC_TUNABLES`) are not restored; `retain_cpu_memory = False` leaves them alone.
@@ -889,17 +891,19 @@ class NormalCrafterPipeline(DiffusionPipeline):
             Supplies the CLIP normalisation constants.
 
     Attributes:
-        retain_cpu_memory (`bool`, defaults to `True`): on the CPU, memory freed during a model pass (a CLIP or VAE
-            chunk, a UNet window) is reused within that pass instead of being returned to the kernel and faulted in
-            again, and handed back when the pass ends (glibc only; the same numbers, faster, and memory stays flat
-            over any length: `benchmarks/BENCHMARKS.md`).
+        retain_cpu_memory (`bool`, defaults to `False`): on the CPU, reuse the memory freed during a model pass (a
+            CLIP or VAE chunk, a UNet window) within that pass instead of letting glibc return it to the kernel to
+            be faulted in again, and hand it back when the pass ends (glibc only). The same numbers, faster (1.09-1.25x
+            per pass in fp32 on a 2-core CPU at 128x256), but the heap fragments within a pass: for the SVD-xt decoder
+            at 1024x576 in bf16 one pass peaked at 8.5 GB without it and passed 13.6 GB with it. Memory stays flat
+            with the video's length either way (`benchmarks/BENCHMARKS.md`).
     """
 
     model_cpu_offload_seq = "image_encoder->vae->unet"
     _optional_components = []
-    # Model passes on the CPU reuse the memory they free ([`HeapRetention`], `model_pass`); `pipe.retain_cpu_memory
-    # = False` opts out (glibc's own behaviour: every large block is a fresh, page-faulted mapping).
-    retain_cpu_memory = True
+    # Opt-in: model passes on the CPU reuse the memory they free ([`HeapRetention`], `model_pass`). Off by default:
+    # faster, but glibc's heap fragments within a pass, so the peak grows (see the `Attributes` above).
+    retain_cpu_memory = False
 
     # What `model_index.json` records for classes that not every supported diffusers/transformers release can load:
     # a NormalCrafterUNet's weights are the stock UNet's (any loader reads them; this pipeline wraps them again), and
@@ -1144,9 +1148,9 @@ class NormalCrafterPipeline(DiffusionPipeline):
         return frames.float()
 
     def model_pass(self) -> contextlib.AbstractContextManager:
-        """The context of one model pass (a CLIP or VAE chunk, a UNet window): on the CPU, unless
-        `retain_cpu_memory` is off, memory freed inside it is reused inside it ([`HeapRetention`]) and handed back
-        to the kernel when it ends, so the process's footprint between passes stays that of its live tensors."""
+        """The context of one model pass (a CLIP or VAE chunk, a UNet window): on the CPU with `retain_cpu_memory`,
+        memory freed inside it is reused inside it ([`HeapRetention`]) and handed back to the kernel when it ends,
+        so the process's footprint between passes stays that of its live tensors."""
         return HeapRetention.hold(self.retain_cpu_memory and self._execution_device.type == "cpu")
 
     def get_added_time_ids(self, dtype: torch.dtype) -> torch.Tensor:
