@@ -89,7 +89,11 @@ def test_saved_folder_follows_the_custom_pipeline_layout(saved):
     assert imported <= {
         "__future__",
         "collections",
+        "contextlib",
+        "ctypes",
         "dataclasses",
+        "sys",
+        "threading",
         "typing",
         "json",
         "math",
