@@ -123,7 +123,9 @@ def test_stage1_checkpoints_resume_validation_and_final_pipeline(assets, tmp_pat
 @pytest.mark.slow
 def test_stage2_trains_spatial_layers_only(assets, tmp_path):
     out = tmp_path / "stage2"
-    _launch("train_stage2", _common_args(assets, out, steps=2) + ["--checkpoints_total_limit", "1"])
+    # --gradient_checkpointing reaches the UNet through `TrainingSession.prepare` (the SFR projector has none).
+    first = ["--checkpoints_total_limit", "1", "--gradient_checkpointing"]
+    _launch("train_stage2", _common_args(assets, out, steps=2) + first)
     assert _checkpoints(out) == {"checkpoint-2"}
     _launch("train_stage2", _common_args(assets, out, steps=3) + ["--resume_from_checkpoint", "latest"])
     assert _checkpoints(out) == {"checkpoint-2", "checkpoint-3"}

@@ -48,8 +48,6 @@ def main(args):
     pipe = session.load_pipeline()
     session.freeze(pipe.image_encoder)
     vae = pipe.vae.requires_grad_(True).to(session.device)
-    if args.gradient_checkpointing:
-        vae.enable_gradient_checkpointing()
     (train_vae,) = session.prepare({"vae": vae}, list(vae.parameters()), ema_of="vae")
 
     def compute_loss(batch):

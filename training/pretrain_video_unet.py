@@ -42,8 +42,6 @@ def main(args):
     pipe = session.load_pipeline()
     session.freeze(pipe.vae, pipe.image_encoder)
     unet = pipe.unet.requires_grad_(True)
-    if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
     (train_unet,) = session.prepare({"unet": unet}, list(unet.parameters()), ema_of="unet")
 
     def compute_loss(batch):

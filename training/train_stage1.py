@@ -32,8 +32,6 @@ def main(args):
     pipe = session.load_pipeline()
     session.freeze(pipe.vae, pipe.image_encoder)
     unet = pipe.unet.requires_grad_(True)
-    if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
     projector, dino = session.create_sfr(unet)
     trained = {"unet": unet, "sfr_projector": projector}
     parameters = [p for model in trained.values() if model is not None for p in model.parameters()]

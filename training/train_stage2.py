@@ -41,8 +41,6 @@ def main(args):
     unet = pipe.unet
     trainable, frozen = freeze_temporal_layers(unet)
     logger.info(f"Training {len(trainable)} spatial parameter tensors; {len(frozen)} temporal ones stay frozen.")
-    if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
     projector, dino = session.create_sfr(unet)
     trained = {"unet": unet, "sfr_projector": projector}
     parameters = [p for model in trained.values() if model is not None for p in model.parameters() if p.requires_grad]

@@ -39,8 +39,6 @@ def main(args):
     vae = pipe.vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
     vae.to(session.device)
-    if args.gradient_checkpointing:
-        vae.enable_gradient_checkpointing()
     parameters = [p for p in vae.parameters() if p.requires_grad]
     (train_vae,) = session.prepare({"vae": vae}, parameters, ema_of="vae")
 

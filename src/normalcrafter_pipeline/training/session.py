@@ -126,7 +126,7 @@ class TrainingSession:
     pipe = session.load_pipeline()
     session.freeze(...)                             # the models that only condition
     ... requires_grad on what trains ...
-    prepared = session.prepare({"unet": unet, ...}, parameters, ema_of="unet")
+    prepared = session.prepare({"unet": unet, ...}, parameters, ema_of="unet")  # also --gradient_checkpointing
     session.train(compute_loss, validate_with)      # until --max_train_steps
     session.finish(validate_with, unet=unet)        # the final pipeline folder, the final validation
     """
@@ -193,10 +193,15 @@ class TrainingSession:
         is a model this run does without) and return the prepared (device-placed, DDP-wrapped) models in the order
         of `trained`, None where the entry was None.
 
-        Creates the EMA of `trained[ema_of]` (`--use_ema`), the checkpoint hooks, the optimiser, the data loader
-        and the learning-rate schedule, and hands them to `accelerator.prepare`."""
+        Applies `--gradient_checkpointing` to each trained model that supports it (the UNet, the VAE), creates the
+        EMA of `trained[ema_of]` (`--use_ema`), the checkpoint hooks, the optimiser, the data loader and the
+        learning-rate schedule, and hands them to `accelerator.prepare`."""
         args, accelerator = self.args, self.accelerator
         present = {name: model for name, model in trained.items() if model is not None}
+        if args.gradient_checkpointing:
+            for model in present.values():
+                if getattr(model, "_supports_gradient_checkpointing", False):
+                    model.enable_gradient_checkpointing()
         self._ema_model = present[ema_of]
         self._ema = create_ema(args, self._ema_model)
         register_checkpoint_hooks(accelerator, present, self._ema, f"{ema_of}_ema")
