@@ -306,6 +306,32 @@ def test_cpu_offload_with_device_auto_on_a_cpu_only_machine_is_refused(videos, t
     assert len(err.strip().splitlines()) == 1
 
 
+def test_compile_with_cpu_offload_is_a_usage_error_before_loading(videos, tmp_path, capsys):
+    good, _ = videos
+    argv = [good, "--model", tmp_path / "no_model", "--device", "cuda", "--cpu-offload", "model", "--compile"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: --compile conflicts with --cpu-offload model")
+
+
+def test_compile_option_compiles_the_loaded_pipeline(model_dir, videos, tmp_path, capsys, monkeypatch):
+    """`--compile` calls `pipe.compile()` once the pipeline is on its device (the compiled numbers are checked in
+    test_pipeline.py; here the UNet runs eagerly after being handed to torch.compile's `eager` backend)."""
+    calls = []
+    original = NormalCrafterPipeline.compile
+
+    def compile_eagerly(pipe, *args, **kwargs):
+        calls.append((args, kwargs, next(pipe.unet.parameters()).device.type))
+        original(pipe, *args, freezing=False, backend="eager", **kwargs)
+
+    monkeypatch.setattr(NormalCrafterPipeline, "compile", compile_eagerly)
+    good, _ = videos
+    code, out, err = run_cli(capsys, good, "--model", model_dir, "--output-dir", tmp_path, *FAST, "--compile")
+    assert code == 0, err
+    assert calls == [((), {}, "cpu")]
+    assert (tmp_path / "good_normals.mp4").is_file()
+
+
 def test_defaults_agree_with_the_pipeline():
     from normalcrafter_pipeline import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
 

@@ -425,6 +425,46 @@ def test_sequential_offload_hooks_give_the_same_numbers(pipe):
     np.testing.assert_array_equal(offloaded(video).normals, pipe(video).normals)
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# Compilation (opt-in)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_compile_refuses_bad_arguments_before_compiling_anything():
+    fresh = tiny_pipeline(seed=0)
+    with pytest.raises(ValueError, match=r"must name some of \['image_encoder', 'unet', 'vae'\], got \['text'\]"):
+        fresh.compile("text")
+    with pytest.raises(ValueError, match="must name some of"):
+        fresh.compile([])
+    with pytest.raises(ValueError, match="`mode` or `options`, not both"):
+        fresh.compile(mode="max-autotune")
+    cpu_offload(fresh.unet, execution_device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="unet is offloaded"):
+        fresh.compile(["vae", "unet"])
+    compiled = [fresh.unet, fresh.vae.encoder, fresh.vae.decoder, fresh.image_encoder]
+    assert all(module._compiled_call_impl is None for module in compiled)
+
+
+@pytest.mark.slow
+def test_compiled_unet_gives_the_eager_numbers_and_compiles_once_per_shape(pipe):
+    from torch._dynamo.utils import counters
+
+    video = random_video(15, 40, 50)  # two windows of 14 frames: one shape
+    compiled = tiny_pipeline(seed=0)
+    compiled.set_progress_bar_config(disable=True)
+    compiled.compile()  # the UNet, inductor with weight freezing
+    assert compiled.vae.decoder._compiled_call_impl is None and compiled.image_encoder._compiled_call_impl is None
+    graphs = counters["stats"]["unique_graphs"]
+    first = compiled(video).normals
+    assert counters["stats"]["unique_graphs"] > graphs  # it did compile
+    graphs = counters["stats"]["unique_graphs"]
+    second = compiled(video[::-1].copy()).normals  # same shapes, other frames: no recompilation
+    assert counters["stats"]["unique_graphs"] == graphs
+    np.testing.assert_allclose(np.linalg.norm(first, axis=-1), 1.0, atol=1e-5)
+    assert np.median(angles_deg(first, pipe(video).normals)) < 0.05
+    assert np.median(angles_deg(second, pipe(video[::-1].copy()).normals)) < 0.05
+
+
 def test_vae_encoder_gets_channels_last_input_and_the_same_latents(pipe64):
     """The encoder runs in NHWC (faster on CPUs, the reference's layout); the latents are those of a plain call."""
     pixels = torch.rand(3, 3, 64, 64, dtype=torch.float64)
