@@ -17,9 +17,9 @@ Levers:
   encode-nchw         the VAE encoder fed NCHW pixels instead of channels_last (the default since it was measured)
   decode-cl           the VAE decoder fed channels_last latents
   decode-silu-inplace the VAE's SiLU activations in place (saves one buffer per activation)
-  compile-STAGE       `torch.compile` (inductor, weight freezing) of clip, encode, unet or decode; the compile time
-                      of the first call is reported cold (empty cache) and warm (a second process with the cache
-                      the first one filled)
+  compile-STAGE       `torch.compile` (inductor, weight freezing unless `--no-freezing`) of clip, encode, unet or
+                      decode; the compile time of the first call is reported cold (empty cache) and warm (a second
+                      process with the cache the first one filled)
 
     python benchmarks/bench_levers.py --tiny                              # smoke, seconds
     python benchmarks/bench_levers.py --full-arch --dtype bf16            # SVD-xt sizes, about 15 min on 2 cores
@@ -222,12 +222,12 @@ def time_call(function) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, output
 
 
-def measure(stages: Stages, lever: str, repeats: int) -> dict:
+def measure(stages: Stages, lever: str, repeats: int, freezing: bool = True) -> dict:
     frames, default, variant, enter, leave = lever_pair(stages, lever)
     row = {"lever": lever, "compile_s": None}
     if lever.startswith("compile-"):
         module = compiled_module(stages, lever.removeprefix("compile-"))
-        module.compile(options={"freezing": True})
+        module.compile(options={"freezing": freezing})
         row["compile_s"], _ = time_call(variant)  # the first call compiles
         compiled_call = module._compiled_call_impl
         module._compiled_call_impl = None
@@ -259,6 +259,8 @@ def warm_compile_seconds(lever: str, args) -> float:
     command += ["--full-arch"] if args.full_arch else ["--tiny"]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.no_freezing:
+        command += ["--no-freezing"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])["compile_s"]
 
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-freezing", action="store_true", help="compile-STAGE without inductor's weight freezing.")
     parser.add_argument("--compile-only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -285,19 +288,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with torch.inference_mode():
         if args.compile_only:
             module = compiled_module(stages, args.compile_only.removeprefix("compile-"))
-            module.compile(options={"freezing": True})
+            module.compile(options={"freezing": not args.no_freezing})
             seconds, _ = time_call(lever_pair(stages, args.compile_only)[2])
             print(json.dumps({"compile_s": seconds}))
             return []
         print(
             f"{'SVD-xt architecture' if args.full_arch else 'tiny components'}, random weights, {args.dtype}, "
             f"{torch.get_num_threads()} threads, torch {torch.__version__}; frames {args.height}x{args.width}; "
-            f"best of {args.repeats} alternating repeats",
+            f"best of {args.repeats} alternating repeats{'; compiled without freezing' if args.no_freezing else ''}",
             flush=True,
         )
         rows = []
         for lever in args.levers:
-            row = measure(stages, lever, args.repeats)
+            row = measure(stages, lever, args.repeats, freezing=not args.no_freezing)
             if lever.startswith("compile-"):
                 row["warm_compile_s"] = warm_compile_seconds(lever, args)
             rows.append(row)

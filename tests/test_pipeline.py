@@ -445,6 +445,21 @@ def test_compile_refuses_bad_arguments_before_compiling_anything():
     assert all(module._compiled_call_impl is None for module in compiled)
 
 
+def test_compile_on_the_cpu_without_a_cpp_compiler_says_what_to_install(monkeypatch):
+    from torch._inductor import cpp_builder
+
+    def no_compiler(search):
+        raise RuntimeError(f"Failed to find a working C++ compiler. Tried: {search}")
+
+    monkeypatch.setattr(cpp_builder, "cpp_compiler_search", no_compiler)
+    fresh = tiny_pipeline(seed=0)
+    with pytest.raises(RuntimeError, match=r"needs a C\+\+ compiler.*Install one \(g\+\+ or clang\+\+"):
+        fresh.compile()
+    assert fresh.unet._compiled_call_impl is None
+    fresh.compile(backend="eager", freezing=False)  # other backends need no compiler
+    assert fresh.unet._compiled_call_impl is not None
+
+
 @pytest.mark.slow
 def test_compiled_unet_gives_the_eager_numbers_and_compiles_once_per_shape(pipe):
     from torch._dynamo.utils import counters

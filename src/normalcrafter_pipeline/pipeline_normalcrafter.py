@@ -724,6 +724,21 @@ class HeapRetention:
                     libc.malloc_trim(0)
 
 
+def _check_cpp_compiler() -> None:
+    """Inductor compiles CPU kernels with a C++ compiler: say so now rather than after minutes of tracing."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another torch layout: inductor reports it itself
+        return
+    try:
+        get_cpp_compiler()
+    except Exception as error:
+        raise RuntimeError(
+            f"torch.compile on the CPU needs a C++ compiler, and inductor found none ({error}). Install one (g++ or "
+            "clang++; `apt install g++`), or leave the pipeline uncompiled."
+        ) from error
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The deterministic prediction of one window, shared by inference and stage-2 training.
 # ----------------------------------------------------------------------------------------------------------------
@@ -1192,9 +1207,12 @@ class NormalCrafterPipeline(DiffusionPipeline):
                     "Compile with `freezing=False`, or without offloading."
                 )
             options["freezing"] = True
-        for name in components:
-            for module in modules[name]:
-                module.compile(options=options or None, **compile_kwargs)
+        targets = [module for name in components for module in modules[name]]
+        on_cpu = any(next(module.parameters()).device.type == "cpu" for module in targets)
+        if compile_kwargs.get("backend", "inductor") == "inductor" and on_cpu:
+            _check_cpp_compiler()
+        for module in targets:
+            module.compile(options=options or None, **compile_kwargs)
 
     def get_added_time_ids(self, dtype: torch.dtype) -> torch.Tensor:
         """`[[7, 127, 0]]` (fps, motion bucket, noise augmentation) as the released model is conditioned."""
