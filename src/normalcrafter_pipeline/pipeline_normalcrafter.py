@@ -1171,12 +1171,13 @@ class NormalCrafterPipeline(DiffusionPipeline):
     def compile(self, components: Iterable[str] = ("unet",), *, freezing: bool = True, **compile_kwargs) -> None:
         """`torch.compile` model components in place (opt-in; the default eager path is the exact one).
 
-        What it pays, measured per model pass on the SVD-xt architecture in bf16 on a 2-core CPU
-        (`benchmarks/BENCHMARKS.md`): the UNet 1.7x at 128x256, after about 4 minutes of compilation on a cold
-        inductor cache and 1.5 on a warm one (a second process, inductor's on-disk cache); the CLIP encoder 0.85x,
-        the VAE encoder 0.8x and decoder 0.55x. So only the UNet is compiled by default, and it pays for long
-        videos, not short clips. Windows keep one shape per resolution, so a video compiles once (a clip shorter
-        than the window, or another resolution, compiles again).
+        What it pays, measured on the SVD-xt architecture on a 2-core CPU with AMX (`benchmarks/BENCHMARKS.md`): in
+        bf16 a UNet window runs 1.06x faster on a quiet host and up to 1.7x on a loaded one (128x256 and 1024x576),
+        a whole 14-frame run at 128x256 1.12x; in fp32 nothing. Compiling takes 4-6 minutes on a cold inductor cache
+        and 1-3 on a warm one (a later process, inductor's on-disk cache; about 3x less with `freezing=False`, at
+        about the same speed), so it pays for long videos only. The CLIP encoder (0.85x), the VAE encoder (0.8x) and
+        decoder (0.55x) lose, so only the UNet is compiled by default. Windows keep one shape per resolution: a video
+        compiles once (a clip shorter than the window, or another resolution, compiles again).
 
         Compile after loading, casting and moving the pipeline; the first call then compiles. With `freezing`, the
         weights become constants of the compiled code (on CPUs, packed for oneDNN once): weights changed afterwards
