@@ -712,7 +712,7 @@ def resolve_dtype(name: str, device):
     return torch_dtype(name)
 
 
-def load_pipeline(args: argparse.Namespace, device, dtype):
+def load_pipeline(args: argparse.Namespace, device, dtype, compile_unet: bool = False):
     from normalcrafter_pipeline import NormalCrafterPipeline
 
     pipe = NormalCrafterPipeline.from_pretrained(args.model, base_model=args.base_model, torch_dtype=dtype)
@@ -722,7 +722,7 @@ def load_pipeline(args: argparse.Namespace, device, dtype):
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)
-    if getattr(args, "compile", False):  # the web demo's options have no --compile
+    if compile_unet:
         pipe.compile()
     pipe.set_progress_bar_config(disable=True)  # the CLI shows its own bar over frames
     return pipe
@@ -946,7 +946,7 @@ def _run_jobs(args, ready, device, dtype, state, prefix: str, failures: list[tup
     if not args.verbose:
         quiet_libraries()
     try:
-        pipe = load_pipeline(args, device, dtype)
+        pipe = load_pipeline(args, device, dtype, compile_unet=args.compile)
     except Exception as error:
         hint = "" if args.verbose else " (--verbose shows the traceback)"
         if args.verbose:
