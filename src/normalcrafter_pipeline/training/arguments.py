@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from ..formats.clips import list_clips
 from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID
 from .checkpointing import checkpoint_to_resume
+from .data import NormalClipDataset
 from .sfr import DEFAULT_DINO_MODEL
 
 
@@ -52,7 +53,10 @@ def build_parser(
         type=str,
         nargs="+",
         required=True,
-        help="One or more dataset roots (folders of clip folders, see training/README.md).",
+        help=(
+            "One or more dataset roots: a folder of clip folders, or LAYOUT:PATH for a set as published "
+            "(hypersim:, matrixcity:, kenburns:, rendered:; see training/README.md, 'Data')."
+        ),
     )
     data.add_argument(
         "--train_data_weights", type=float, nargs="+", default=None, help="Sampling weight per root (default: equal)."
@@ -179,15 +183,21 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def check_paths(args: argparse.Namespace) -> None:
-    """Check the folders a run needs before any model is loaded (a missing dataset must not hide behind a model
-    download): every `--train_data_dir` root and `--validation_data_dir` holds clips, `--output_dir` can be
+    """Check the data and folders a run needs before any model is loaded (a missing dataset must not hide behind a
+    model download): every `--train_data_dir` root opens as its layout with every frame's files present, frame 0 of
+    up to 8 sequences per root decodes with maps of the frame's size, sequences shorter than `--min_num_frames` are
+    skipped (counted in a warning) while others remain; `--validation_data_dir` holds clips, `--output_dir` can be
     created and written, and a `--resume_from_checkpoint` path exists. Raises `FileNotFoundError` or `ValueError`
-    naming the flag, the value and the fix."""
-    for root in args.train_data_dir:
-        try:
-            list_clips(root)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"`--train_data_dir`: {error}") from None
+    naming the flag, the value or file and the fix (an ImportError for a missing optional reader package)."""
+    try:
+        dataset = NormalClipDataset(
+            args.train_data_dir, args.height, args.width, args.train_data_weights, min_num_frames=args.min_num_frames
+        )
+        dataset.check_frames(per_root=8)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"`--train_data_dir`: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"`--train_data_dir`: {error}") from None
     if args.validation_data_dir:
         try:
             list_clips(args.validation_data_dir)
@@ -211,7 +221,7 @@ def run_script(parse_args: Callable, main: Callable, argv: Sequence[str] | None 
     try:
         args = parse_args(argv)
         check_paths(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     main(args)

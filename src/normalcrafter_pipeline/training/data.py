@@ -1,5 +1,6 @@
-"""The training dataset over clip folders (`normalcrafter_pipeline.formats.clips`): random crops, flips and zoom,
-and a batch sampler that keeps one clip length per batch."""
+"""The training dataset over any dataset layout (`normalcrafter_pipeline.formats.layouts`: our clip folders,
+Hypersim, MatrixCity, 3D Ken Burns, rendered sequences): clips of consecutive frames with random crops, flips and
+zoom, and a batch sampler that keeps one clip length per batch."""
 
 from __future__ import annotations
 
@@ -11,19 +12,28 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.utils import logging
 
-from ..formats.clips import clip_num_frames, list_clips, load_clip
+from ..formats.layout_io import LayoutError
+from ..formats.layouts import open_layout
+from ..formats.sequences import FrameSequence
+
+logger = logging.get_logger(__name__)
 
 
 class NormalClipDataset(torch.utils.data.Dataset):
-    """Random crops of clips from one or more dataset roots, mixed with weights.
+    """Random crops of clips of consecutive frames from one or more dataset roots, mixed with weights.
 
-    Items are addressed by `(clip_index, num_frames, seed)` keys, which `ClipBatchSampler` draws so that every clip
-    of a batch has the same length. Each item is a dict:
+    A root is `LAYOUT:PATH` (`hypersim:`, `matrixcity:`, `kenburns:`, `rendered:`) or a bare path (a folder of clip
+    folders); each is opened as `FrameSequence`s (`formats.layouts.open_layout`). Sequences shorter than
+    `min_num_frames` are skipped and counted (`skipped[root]`, logged); a root left without sequences is an error.
+
+    Items are addressed by `(sequence_index, num_frames, seed)` keys, which `ClipBatchSampler` draws so that every
+    clip of a batch has the same length. Each item is a dict:
 
     - `pixel_values`: float32 `[F, 3, height, width]` in [0, 1];
     - `normals`: float32 `[F, 3, height, width]`, unit vectors (zeros where invalid);
-    - `valid_mask`: bool `[F, 1, height, width]` (the clip's mask, and pixels with a non-unit normal are invalid).
+    - `valid_mask`: bool `[F, 1, height, width]` (the layout's validity, and pixels with a non-unit normal).
 
     Frames are scaled so the crop fits (by a random extra factor up to `max_scale`), cropped at random and, with
     `random_flip`, mirrored left-right (negating the normals' x). Normals and masks are resized with nearest
@@ -38,6 +48,7 @@ class NormalClipDataset(torch.utils.data.Dataset):
         weights: Sequence[float] | None = None,
         max_scale: float = 1.25,
         random_flip: bool = True,
+        min_num_frames: int = 1,
     ):
         roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
         if not roots:
@@ -54,25 +65,64 @@ class NormalClipDataset(torch.utils.data.Dataset):
                 raise ValueError(f"`{name}` is {value!r}; training crops must be positive multiples of 64.")
         if max_scale < 1.0:
             raise ValueError(f"`max_scale` is {max_scale}; it must be >= 1 (1 disables random zoom).")
+        if min_num_frames < 1:
+            raise ValueError(f"`min_num_frames` is {min_num_frames}; it must be at least 1.")
         self.roots = [os.fspath(r) for r in roots]
         self.height, self.width = height, width
         self.max_scale, self.random_flip = max_scale, random_flip
-        self.clips: list[str] = []
+        self.sequences: list[FrameSequence] = []
         self.clip_lengths: list[int] = []
         self.root_offsets = [0]
+        self.skipped: dict[str, int] = {}
         for root in self.roots:
-            for clip in list_clips(root):
-                self.clips.append(clip)
-                self.clip_lengths.append(clip_num_frames(clip))
-            self.root_offsets.append(len(self.clips))
+            sequences = open_layout(root, with_depth=False)
+            kept = [sequence for sequence in sequences if len(sequence) >= min_num_frames]
+            if not kept:
+                raise LayoutError(
+                    f"Dataset root {root!r}: all {len(sequences)} sequences are shorter than {min_num_frames} frames "
+                    "(`min_num_frames`); lower it or drop the root."
+                )
+            self.skipped[root] = len(sequences) - len(kept)
+            if self.skipped[root]:
+                logger.warning(
+                    f"Dataset root {root!r}: skipped {self.skipped[root]} of {len(sequences)} sequences shorter than "
+                    f"{min_num_frames} frames."
+                )
+            self.sequences += kept
+            self.clip_lengths += [len(sequence) for sequence in kept]
+            self.root_offsets.append(len(self.sequences))
         total = float(sum(weights))
         self.root_weights = [w / total for w in weights]
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.sequences)
 
     def root_of(self, clip_index: int) -> int:
         return bisect.bisect_right(self.root_offsets, clip_index) - 1
+
+    def check_frames(self, per_root: int = 8) -> None:
+        """Decode frame 0 of up to `per_root` sequences of each root (spread over it), so a file that does not
+        decode or a map of the wrong size fails now, naming the file, rather than in the middle of training."""
+        for r in range(len(self.roots)):
+            begin, end = self.root_offsets[r], self.root_offsets[r + 1]
+            for index in sorted(set(np.linspace(begin, end - 1, min(per_root, end - begin)).round().astype(int))):
+                self.sequences[index].load(0)
+
+    def load_clip(self, clip_index: int, start: int, num_frames: int) -> dict:
+        """Frames `start .. start + num_frames - 1` of a sequence as a dict of `rgb` uint8 `(F, H, W, 3)`, `normal`
+        float32 `(F, H, W, 3)` and `mask` bool `(F, H, W)`."""
+        sequence = self.sequences[clip_index]
+        records = [sequence.load(i) for i in range(start, start + num_frames)]
+        sizes = {record.rgb.shape[:2] for record in records}
+        if len(sizes) > 1:
+            raise LayoutError(
+                f"Sequence {sequence.name!r} mixes frame sizes {sorted(sizes)}; frames of a sequence share one size."
+            )
+        return {
+            "rgb": np.stack([record.rgb for record in records]),
+            "normal": np.stack([record.normal for record in records]).astype(np.float32),
+            "mask": np.stack([record.valid for record in records]),
+        }
 
     def __getitem__(self, key) -> dict:
         if isinstance(key, int):
@@ -82,8 +132,7 @@ class NormalClipDataset(torch.utils.data.Dataset):
         length = self.clip_lengths[clip_index]
         num_frames = min(num_frames, length)
         start = int(rng.integers(0, length - num_frames + 1))
-        clip = load_clip(self.clips[clip_index], range(start, start + num_frames))
-        return self.transform(clip, rng)
+        return self.transform(self.load_clip(clip_index, start, num_frames), rng)
 
     def transform(self, clip: dict, rng: np.random.Generator) -> dict:
         """Scale, crop and flip one loaded clip (see the class docstring)."""

@@ -70,6 +70,7 @@ def create_dataloader(args: argparse.Namespace, num_processes: int):
         weights=args.train_data_weights,
         max_scale=args.max_scale,
         random_flip=not args.no_random_flip,
+        min_num_frames=args.min_num_frames,
     )
     # An epoch draws about as many clips as the dataset holds, split over the processes.
     num_batches = max(math.ceil(len(dataset) / args.train_batch_size), num_processes)
