@@ -28,7 +28,13 @@ logger = get_logger(__name__)
 
 def parse_args(input_args=None):
     parser = build_parser(
-        __doc__, sfr=False, learning_rate=1e-4, max_train_steps=20000, max_num_frames=7, validation=False
+        __doc__,
+        stage="prior_vae",
+        sfr=False,
+        learning_rate=1e-4,
+        max_train_steps=20000,
+        max_num_frames=7,
+        validation=False,
     )
     stage = parser.add_argument_group("RGB autoencoder")
     stage.add_argument(

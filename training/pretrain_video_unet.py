@@ -24,6 +24,7 @@ from normalcrafter_pipeline.training.stage_losses import image_to_video_loss
 def parse_args(input_args=None):
     parser = build_parser(
         __doc__,
+        stage="prior_unet",
         sfr=False,
         learning_rate=1e-4,
         max_train_steps=20000,

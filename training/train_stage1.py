@@ -19,7 +19,9 @@ from normalcrafter_pipeline.training.validation import pipeline_predictor
 
 
 def parse_args(input_args=None):
-    parser = build_parser(__doc__, sfr=True, learning_rate=3e-5, max_train_steps=20000, max_num_frames=14)
+    parser = build_parser(
+        __doc__, stage="stage1", sfr=True, learning_rate=3e-5, max_train_steps=20000, max_num_frames=14
+    )
     add_noise_level_options(parser, "stage 1")
     return check_args(parser.parse_args(input_args))
 

@@ -27,7 +27,9 @@ logger = get_logger(__name__)
 
 
 def parse_args(input_args=None):
-    parser = build_parser(__doc__, sfr=True, learning_rate=1e-5, max_train_steps=10000, max_num_frames=4)
+    parser = build_parser(
+        __doc__, stage="stage2", sfr=True, learning_rate=1e-5, max_train_steps=10000, max_num_frames=4
+    )
     return check_args(parser.parse_args(input_args))
 
 

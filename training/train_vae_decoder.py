@@ -20,7 +20,9 @@ from normalcrafter_pipeline.training.validation import reconstruction_predictor
 
 
 def parse_args(input_args=None):
-    parser = build_parser(__doc__, sfr=False, learning_rate=1e-5, max_train_steps=20000, max_num_frames=7)
+    parser = build_parser(
+        __doc__, stage="vae_decoder", sfr=False, learning_rate=1e-5, max_train_steps=20000, max_num_frames=7
+    )
     stage = parser.add_argument_group("VAE decoder")
     stage.add_argument("--l1_weight", type=float, default=0.0, help="Weight of an extra L1 reconstruction term.")
     args = check_args(parser.parse_args(input_args))

@@ -14,12 +14,14 @@ from ..formats.clips import list_clips
 from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID
 from .checkpointing import checkpoint_to_resume
 from .data import NormalClipDataset
+from .memory_plan import add_dry_run_options, print_dry_run
 from .sfr import DEFAULT_DINO_MODEL
 
 
 def build_parser(
     docstring: str,
     *,
+    stage: str,
     sfr: bool,
     learning_rate: float,
     max_train_steps: int,
@@ -29,8 +31,10 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The argument parser of a training script, described by the first line of its `docstring`; the keyword
     arguments are the paper's settings for that stage, `sfr` adds the Semantic Feature Regularization flags, and
-    `validation` the flags of validation on normal clips (the video-prior stages predict no normals)."""
+    `validation` the flags of validation on normal clips (the video-prior stages predict no normals); `stage` names
+    the stage for the memory plan (`--dry_run`, `memory_plan.plan_memory`)."""
     parser = argparse.ArgumentParser(description=docstring.strip().splitlines()[0])
+    parser.set_defaults(stage=stage)
     model = parser.add_argument_group("model")
     model.add_argument(
         "--pretrained_model_name_or_path",
@@ -132,6 +136,7 @@ def build_parser(
         run.add_argument("--validation_num_frames", type=int, default=8)
     else:
         parser.set_defaults(validation_data_dir=None)
+    add_dry_run_options(parser)
     return parser
 
 
@@ -177,6 +182,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"`--checkpoints_total_limit` is {args.checkpoints_total_limit}; use at least 1 or omit it.")
     if getattr(args, "p_std", 1.0) <= 0:
         raise ValueError(f"`--p_std` is {args.p_std}; it must be positive.")
+    if args.dry_run_num_gpus < 1:
+        raise ValueError(f"`--dry_run_num_gpus` is {args.dry_run_num_gpus}; it must be at least 1.")
     if getattr(args, "lambda_reg", 0.0) < 0:
         raise ValueError(f"`--lambda_reg` is {args.lambda_reg}; it must be >= 0 (0 disables SFR).")
     return args
@@ -217,9 +224,13 @@ def check_paths(args: argparse.Namespace) -> None:
 
 def run_script(parse_args: Callable, main: Callable, argv: Sequence[str] | None = None) -> int:
     """Entry point of a training script: parse and check the arguments and folders (`check_args`, `check_paths`),
-    reporting a problem as one line (exit status 2) before any model is loaded, then run `main(args)`."""
+    reporting a problem as one line (exit status 2) before any model is loaded, then run `main(args)`. With
+    `--dry_run`, print the memory plan instead and return before any weight or data is read."""
     try:
         args = parse_args(argv)
+        if args.dry_run:
+            print_dry_run(args)
+            return 0
         check_paths(args)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

@@ -1,32 +1,43 @@
 """Checkpoints of a training run: `checkpoint-<step>` folders in `--output_dir` written by `accelerator.save_state`
-(models as `save_pretrained` folders, through the hooks registered here), pruned to `--checkpoints_total_limit`,
-and the one `--resume_from_checkpoint` names."""
+on every process (under DDP or one process, models as `save_pretrained` folders through the hooks registered here;
+under FSDP and DeepSpeed, accelerate's sharded states), with the data loader's position, pruned to
+`--checkpoints_total_limit`, and the one `--resume_from_checkpoint` names."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import DistributedType
 
-from ..video_io import atomic_output
 from .unwrap import unwrap_model
 
 logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+DATA_STATE_FILE = "data_state.json"
+
+
+def is_sharded(accelerator: Accelerator) -> bool:
+    """Whether the engine shards model state over processes (FSDP, DeepSpeed): then every process takes part in
+    saving, and the weights are gathered to write a `save_pretrained` folder."""
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def register_checkpoint_hooks(accelerator: Accelerator, named_models: dict, ema=None, ema_name: str | None = None):
     """Make `accelerator.save_state` write each prepared model as a `save_pretrained` folder named by its key in
-    `named_models` (and the EMA as `<ema_name>`), and `load_state` read them back."""
+    `named_models` (and the EMA as `<ema_name>`), and `load_state` read them back. Under FSDP and DeepSpeed the
+    models are left to accelerate's own sharded checkpoint format (only the EMA goes through the hooks)."""
     by_id = {id(unwrap_model(model)): name for name, model in named_models.items()}
+    save_models = not is_sharded(accelerator)
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
-            for model in models:
+            for model in models if save_models else ():
                 unwrap_model(model).save_pretrained(os.path.join(output_dir, by_id[id(unwrap_model(model))]))
                 if weights:
                     weights.pop()
@@ -38,7 +49,7 @@ def register_checkpoint_hooks(accelerator: Accelerator, named_models: dict, ema=
             loaded = type(ema).from_pretrained(os.path.join(input_dir, ema_name), ema.model_cls)
             ema.load_state_dict(loaded.state_dict())
             ema.to(accelerator.device)
-        while models:
+        while models and save_models:
             model = unwrap_model(models.pop())
             loaded = type(model).from_pretrained(input_dir, subfolder=by_id[id(model)])
             model.register_to_config(**loaded.config)
@@ -57,24 +68,37 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return sorted(names, key=lambda d: int(d[len(CHECKPOINT_PREFIX) :]))
 
 
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_step: int) -> None:
-    """Save `checkpoint-<global_step>`, first pruning the oldest so at most `checkpoints_total_limit` remain.
+def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, global_step: int, data_state: dict) -> None:
+    """Save `checkpoint-<global_step>` (every process takes part: random states are per process, and sharded
+    engines save their shards), first pruning the oldest so at most `checkpoints_total_limit` remain.
 
-    The state is written under a hidden temporary name and renamed when complete, so a run killed while saving
-    leaves no half checkpoint for `--resume_from_checkpoint latest` to pick."""
-    if not accelerator.is_main_process:
-        return
-    if args.checkpoints_total_limit is not None:
-        checkpoints = list_checkpoints(args.output_dir)
-        excess = len(checkpoints) - args.checkpoints_total_limit + 1
-        if excess > 0:
-            logger.info(f"Removing {excess} old checkpoint(s): {', '.join(checkpoints[:excess])}")
-            for name in checkpoints[:excess]:
-                shutil.rmtree(os.path.join(args.output_dir, name))
+    `data_state` (the sampler's epoch and the batches this process has taken from it) is stored beside the state,
+    so a resumed run draws the very batches an uninterrupted one would. The state is written under a hidden
+    temporary name and renamed when complete, so a run killed while saving leaves no half checkpoint for
+    `--resume_from_checkpoint latest` to pick."""
     path = os.path.join(args.output_dir, f"{CHECKPOINT_PREFIX}{global_step}")
-    with atomic_output(path, is_dir=True) as partial:
-        accelerator.save_state(os.fspath(partial))
-    logger.info(f"Saved state to {path}")
+    partial = os.path.join(args.output_dir, f".{CHECKPOINT_PREFIX}{global_step}.partial")
+    if accelerator.is_main_process:
+        if args.checkpoints_total_limit is not None:
+            checkpoints = list_checkpoints(args.output_dir)
+            excess = len(checkpoints) - args.checkpoints_total_limit + 1
+            if excess > 0:
+                logger.info(f"Removing {excess} old checkpoint(s): {', '.join(checkpoints[:excess])}")
+                for name in checkpoints[:excess]:
+                    shutil.rmtree(os.path.join(args.output_dir, name))
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(partial)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with open(os.path.join(partial, DATA_STATE_FILE), "w") as handle:
+            json.dump(data_state, handle)
+        if os.path.isdir(path):  # a resumed run saving a step again
+            shutil.rmtree(path)
+        os.replace(partial, path)
+        logger.info(f"Saved state to {path}")
+    accelerator.wait_for_everyone()
 
 
 def checkpoint_to_resume(args: argparse.Namespace) -> str | None:
@@ -94,13 +118,18 @@ def checkpoint_to_resume(args: argparse.Namespace) -> str | None:
     return resume
 
 
-def resume_from_checkpoint(accelerator: Accelerator, args: argparse.Namespace) -> int:
-    """Load the state `--resume_from_checkpoint` names and return the global step to continue from (0 without)."""
+def resume_from_checkpoint(accelerator: Accelerator, args: argparse.Namespace) -> tuple[int, dict | None]:
+    """Load the state `--resume_from_checkpoint` names; return the global step to continue from (0 without) and the
+    saved data state (None without, or for a checkpoint written before data states were saved)."""
     path = checkpoint_to_resume(args)
     if path is None:
         if args.resume_from_checkpoint:
             logger.info("No checkpoint to resume from in the output folder; starting a new training run.")
-        return 0
+        return 0, None
     logger.info(f"Resuming from checkpoint {path}")
     accelerator.load_state(path)
-    return int(os.path.basename(os.path.normpath(path))[len(CHECKPOINT_PREFIX) :])
+    data_state = None
+    if os.path.isfile(os.path.join(path, DATA_STATE_FILE)):
+        with open(os.path.join(path, DATA_STATE_FILE)) as handle:
+            data_state = json.load(handle)
+    return int(os.path.basename(os.path.normpath(path))[len(CHECKPOINT_PREFIX) :]), data_state

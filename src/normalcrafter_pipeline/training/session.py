@@ -18,7 +18,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from ..dtypes import torch_dtype
 from ..pipeline_normalcrafter import NormalCrafterPipeline
-from .checkpointing import register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
+from .checkpointing import is_sharded, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
 from .data import ClipBatchSampler, NormalClipDataset
 from .schedule import get_warmup_exponential_scheduler
 from .unwrap import unwrap_model
@@ -72,8 +72,8 @@ def create_dataloader(args: argparse.Namespace, num_processes: int):
         random_flip=not args.no_random_flip,
         min_num_frames=args.min_num_frames,
     )
-    # An epoch draws about as many clips as the dataset holds, split over the processes.
-    num_batches = max(math.ceil(len(dataset) / args.train_batch_size), num_processes)
+    # An epoch draws about as many clips as the dataset holds, split evenly over the processes.
+    num_batches = math.ceil(len(dataset) / args.train_batch_size / num_processes) * num_processes
     sampler = ClipBatchSampler(
         dataset, args.train_batch_size, num_batches, args.min_num_frames, args.max_num_frames, seed=args.seed
     )
@@ -120,6 +120,20 @@ def tracker_config(args: argparse.Namespace) -> dict:
     return {k: v for k, v in config.items() if v is not None}
 
 
+def _resumed_batches(batches):
+    """Iterate `batches` (the rest of an epoch a checkpoint was taken in) without the seed a new DataLoader iterator
+    draws from torch's global generator: the uninterrupted run drew it when the epoch began, before the
+    checkpoint whose random states were restored, so drawing it again would change every later noise sample."""
+    iterator = iter(batches)
+    state = torch.get_rng_state()
+    first = next(iterator, None)  # the DataLoader iterator (and its seed) is created here
+    torch.set_rng_state(state)
+    if first is None:
+        return
+    yield first
+    yield from iterator
+
+
 class TrainingSession:
     """One training run of a script, in the order a script uses it:
 
@@ -137,6 +151,12 @@ class TrainingSession:
         self.accelerator = create_accelerator(args)
         # The dtype the frozen models run in under the accelerator's mixed precision; trained ones stay fp32.
         self.weight_dtype = torch_dtype(self.accelerator.mixed_precision)
+        if args.use_ema and is_sharded(self.accelerator) and not self._replicates_weights():
+            raise ValueError(
+                "`--use_ema` keeps a copy of the full weights next to the trained ones, which FSDP and DeepSpeed "
+                "ZeRO-3 shard; train with DDP or DeepSpeed ZeRO-2 (training/configs/ddp.yaml, "
+                "deepspeed_zero2.yaml) to use it, or drop the flag."
+            )
         self.pipe: NormalCrafterPipeline | None = None
         self.global_step = 0
         self._models: list[torch.nn.Module] = []
@@ -148,6 +168,11 @@ class TrainingSession:
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+    def _replicates_weights(self) -> bool:
+        """Whether every process holds the full weights (not FSDP, not DeepSpeed ZeRO-3)."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        return plugin is not None and plugin.zero_stage < 3
 
     # -- models ---------------------------------------------------------------------------------------------------
 
@@ -216,12 +241,20 @@ class TrainingSession:
             total_steps=args.max_train_steps * accelerator.num_processes,
             final_ratio=args.lr_final_ratio,
         )
+        self._classes = {name: type(model) for name, model in present.items()}
         *models, self._optimizer, self._dataloader, self._lr_scheduler = accelerator.prepare(
             *present.values(), optimizer, dataloader, lr_scheduler
         )
         if self._ema is not None:
             self._ema.to(accelerator.device)
         self._models = models
+        self._prepared = dict(zip(present, models))
+        # FSDP replaces the parameters by sharded ones: clip the gradients of those.
+        trained_ids = {id(p) for p in self._parameters}
+        if is_sharded(accelerator):
+            self._parameters = [p for model in models for p in model.parameters() if p.requires_grad]
+        elif not all(id(p) in trained_ids for model in models for p in model.parameters() if p.requires_grad):
+            raise RuntimeError("`accelerator.prepare` replaced the trained parameters; report this as a bug.")
         by_name = dict(zip(present, models))
         return [by_name.get(name) for name in trained]
 
@@ -242,7 +275,7 @@ class TrainingSession:
         args, accelerator = self.args, self.accelerator
         if accelerator.is_main_process:
             accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
-        self.global_step = resume_from_checkpoint(accelerator, args)
+        self.global_step, data_state = resume_from_checkpoint(accelerator, args)
         self._clips = load_validation_clips(args)
 
         total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -250,7 +283,13 @@ class TrainingSession:
         logger.info(f"  Clips per device = {args.train_batch_size}, total batch = {total_batch}")
         logger.info(f"  Gradient accumulation steps = {args.gradient_accumulation_steps}")
         logger.info(f"  Optimisation steps = {args.max_train_steps} (starting at {self.global_step})")
-        self._sampler.epoch = self.global_step  # a resumed run draws fresh batches
+        # A resumed run continues the saved epoch of the sampler after the batches it had taken, so it draws what an
+        # uninterrupted run would (older checkpoints without a data state draw fresh batches).
+        skip = 0
+        if data_state is not None:
+            self._sampler.epoch, skip = data_state["epoch"], data_state["position"]
+        elif self.global_step:
+            self._sampler.epoch = self.global_step
         progress = tqdm(
             range(args.max_train_steps),
             initial=self.global_step,
@@ -261,7 +300,13 @@ class TrainingSession:
         for model in self._models:
             model.train()
         while self.global_step < args.max_train_steps:
-            for batch in self._dataloader:
+            epoch, position = self._sampler.epoch, skip
+            batches = (
+                _resumed_batches(accelerator.skip_first_batches(self._dataloader, skip)) if skip else self._dataloader
+            )
+            skip = 0
+            for batch in batches:
+                position += 1
                 batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
                 with accelerator.accumulate(*self._models):
                     losses = compute_loss(batch)
@@ -282,7 +327,7 @@ class TrainingSession:
                 progress.set_postfix(loss=logs["train/loss"])
                 accelerator.log(logs, step=self.global_step)
                 if self.global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, args, self.global_step)
+                    save_checkpoint(accelerator, args, self.global_step, {"epoch": epoch, "position": position})
                 if self._clips and self.global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     log_validation(accelerator, self._clips, validate_with(self.pipe), self.global_step)
                 if self.global_step >= args.max_train_steps:
@@ -298,12 +343,13 @@ class TrainingSession:
         validation clips (if any) and end the trackers. Returns the final pipeline on the main process, else None."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        if self._ema is not None:
+            self._ema.copy_to(self._ema_model.parameters())
+        trained = {name: self._full_model(name, model) for name, model in trained.items()}
         final = None
         if accelerator.is_main_process:
-            if self._ema is not None:
-                self._ema.copy_to(self._ema_model.parameters())
             components = {name: getattr(self.pipe, name) for name in PIPELINE_COMPONENTS}
-            components.update({name: unwrap_model(model) for name, model in trained.items()})
+            components.update(trained)
             for name, component in components.items():
                 if isinstance(component, torch.nn.Module) and component.dtype != torch.float32:
                     components[name] = component.to(torch.float32)
@@ -314,3 +360,16 @@ class TrainingSession:
                 log_validation(accelerator, self._clips, validate_with(final), self.global_step, True)
         accelerator.end_training()
         return final
+
+    def _full_model(self, name: str, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The plain module of a trained model with its full weights: unwrapped, or under FSDP and DeepSpeed ZeRO-3
+        a fresh module of its class loaded with the state dict gathered from every process (all processes must
+        call this; the main process gets the module, the others None)."""
+        if not is_sharded(self.accelerator) or self._replicates_weights():
+            return unwrap_model(model)
+        state = self.accelerator.get_state_dict(self._prepared[name])
+        if not self.accelerator.is_main_process:
+            return None
+        plain = self._classes[name].from_config(unwrap_model(model).config)
+        plain.load_state_dict(state)
+        return plain

@@ -1,0 +1,164 @@
+"""Training engines: stage 1 on a mixture of three published layouts (Hypersim, 3D Ken Burns, rendered sequences)
+for a few steps on two processes, checkpoints and a resume that gives the very next loss of an uninterrupted run.
+
+DDP runs here on two CPU processes (gloo). accelerate enables FSDP and DeepSpeed only for GPU processes, so those
+tests run where two GPUs are present (`pytest tests/test_training_engines.py` on a GPU machine)."""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from normalcrafter_pipeline.testing_utils import save_tiny_dino, tiny_pipeline
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_training_layouts import write_hypersim, write_kenburns, write_rendered  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "training", "configs")
+pytest.importorskip("h5py")
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="accelerate runs FSDP and DeepSpeed on GPUs")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    base = tmp_path_factory.mktemp("engines")
+    tiny_pipeline(seed=0).save_pretrained(base / "pipe")
+    save_tiny_dino(base / "dino")
+    write_hypersim(base / "hypersim", frames=3)
+    write_kenburns(base / "kenburns")
+    write_rendered(base / "rendered", frames=3)
+    return base
+
+
+def _launch(assets, output_dir, steps, launch_args, extra=()):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--num_processes", "2",
+        "--mixed_precision", "no", "--dynamo_backend", "no", *launch_args,
+        os.path.join(REPO, "training", "train_stage1.py"),
+        "--pretrained_model_name_or_path", str(assets / "pipe"), "--output_dir", str(output_dir),
+        "--train_data_dir", f"hypersim:{assets / 'hypersim'}", f"kenburns:{assets / 'kenburns'}",
+        f"rendered:{assets / 'rendered'}", "--train_data_weights", "1", "1", "2",
+        "--height", "64", "--width", "64", "--max_num_frames", "2", "--max_train_steps", str(steps),
+        "--checkpointing_steps", "1", "--lr_warmup_steps", "1", "--learning_rate", "1e-3", "--seed", "0",
+        "--dino_model", str(assets / "dino"), "--sfr_hidden_dim", "32", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, f"stage 1 failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result.stdout + result.stderr
+
+
+def _losses(output_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    losses = {}
+    for path in sorted(glob.glob(os.path.join(output_dir, "logs", "**", "events.out.tfevents*"), recursive=True)):
+        events = EventAccumulator(path)
+        events.Reload()
+        if "train/loss" in events.Tags()["scalars"]:
+            losses.update({event.step: event.value for event in events.Scalars("train/loss")})
+    return losses
+
+
+def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args):
+    """Four steps straight; then the run interrupted after step 2 (its output folder holding checkpoint-2 only, as
+    a run killed then would leave it) resumed with the same arguments."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _launch(assets, straight, 4, launch_args)
+    assert {d for d in os.listdir(straight) if d.startswith("checkpoint")} == {f"checkpoint-{k}" for k in range(1, 5)}
+    os.makedirs(resumed)
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
+    log = _launch(assets, resumed, 4, launch_args, ["--resume_from_checkpoint", "latest"])
+    assert "Resuming from checkpoint" in log and "checkpoint-2" in log
+    expected, got = _losses(straight), _losses(resumed)
+    assert sorted(expected) == [1, 2, 3, 4] and sorted(got) == [3, 4]
+    assert len(set(expected.values())) == 4
+    # Steps 3 and 4 ran after the resume: the same batches, noise, weights and optimiser state as without the
+    # interruption (step 3 ends an epoch of the sampler here, step 4 starts the next).
+    assert [got[3], got[4]] == [expected[3], expected[4]], (expected, got)
+    assert {d for d in os.listdir(resumed) if d.startswith("checkpoint")} == {f"checkpoint-{k}" for k in (2, 3, 4)}
+    from normalcrafter_pipeline import NormalCrafterPipeline
+
+    final = {
+        k: NormalCrafterPipeline.from_pretrained(f).unet.state_dict() for k, f in (("a", straight), ("b", resumed))
+    }
+    assert all(torch.equal(v, final["b"][k]) for k, v in final["a"].items())
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_mixture_resumes_exactly(assets, tmp_path):
+    _resume_gives_the_same_next_loss(assets, tmp_path, ["--cpu"])
+
+
+@pytest.mark.slow
+@two_gpus
+def test_fsdp_two_gpus_mixture_resumes_exactly(assets, tmp_path):
+    _resume_gives_the_same_next_loss(assets, tmp_path, ["--config_file", os.path.join(CONFIGS, "fsdp.yaml")])
+
+
+@pytest.mark.slow
+@two_gpus
+def test_deepspeed_zero2_two_gpus_mixture_resumes_exactly(assets, tmp_path):
+    pytest.importorskip("deepspeed")
+    config = os.path.join(CONFIGS, "deepspeed_zero2.yaml")
+    _resume_gives_the_same_next_loss(assets, tmp_path, ["--config_file", config])
+
+
+def test_dry_run_prints_the_memory_plan_from_configs_alone(tmp_path, capsys):
+    """`--dry_run` builds the stage's real models on the meta device from the folder's config.json files (the
+    weights are deleted here, the data root does not exist) and prints the per-GPU bytes; `main` never runs."""
+    import importlib.util
+
+    from normalcrafter_pipeline.training.arguments import run_script
+    from normalcrafter_pipeline.training.memory_plan import plan_memory
+    from normalcrafter_pipeline.training.sfr import SFRProjector, sfr_feature_channels
+
+    pipe = tiny_pipeline(seed=0)
+    pipe.save_pretrained(tmp_path / "pipe")
+    for weights in glob.glob(str(tmp_path / "pipe" / "*" / "*.safetensors")):
+        os.remove(weights)
+    dino = save_tiny_dino(tmp_path / "dino")
+    os.remove(os.path.join(dino, "model.safetensors"))
+    spec = importlib.util.spec_from_file_location("train_stage1", os.path.join(REPO, "training", "train_stage1.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ran = []
+    argv = [
+        "--pretrained_model_name_or_path", str(tmp_path / "pipe"), "--train_data_dir", "hypersim:/does/not/exist",
+        "--output_dir", str(tmp_path / "out"), "--height", "64", "--width", "64", "--max_num_frames", "3",
+        "--dino_model", dino, "--sfr_hidden_dim", "32", "--mixed_precision", "bf16", "--dry_run",
+    ]  # fmt: skip
+    assert run_script(script.parse_args, ran.append, argv) == 0 and ran == []
+    out = capsys.readouterr().out
+    assert "Memory plan: stage1, 64x64, 3 frames" in out and "| activations (estimate) |" in out
+    assert not os.path.exists(tmp_path / "out")
+
+    # The counts are those of the real models: all UNet parameters and the SFR projector train (fp32 weights,
+    # gradients and two AdamW moments), the VAE, CLIP and DINOv2 are held in bf16.
+    projector = SFRProjector(sfr_feature_channels(pipe.unet, 1), 32, hidden_dim=32)
+    trained = sum(p.numel() for p in pipe.unet.parameters()) + sum(p.numel() for p in projector.parameters())
+    from transformers import Dinov2Config, Dinov2Model
+
+    frozen_models = (pipe.vae, pipe.image_encoder, Dinov2Model(Dinov2Config.from_pretrained(dino)))
+    frozen = sum(p.numel() for model in frozen_models for p in model.parameters())
+    kwargs = dict(
+        pretrained=str(tmp_path / "pipe"), height=64, width=64, num_frames=3, dino_model=dino, sfr_hidden_dim=32
+    )
+    ddp = plan_memory("stage1", engine="ddp", **kwargs)
+    assert ddp.trained_parameters == trained and ddp.weights == 4 * trained + 2 * frozen
+    assert (ddp.gradients, ddp.optimizer) == (4 * trained, 8 * trained)
+    zero2 = plan_memory("stage1", engine="zero2", num_gpus=4, **kwargs)
+    zero3 = plan_memory("stage1", engine="zero3", num_gpus=4, **kwargs)
+    assert zero2.weights == ddp.weights and zero2.gradients == 4 * trained // 4 and zero2.optimizer == 8 * trained // 4
+    assert ddp.weights - zero3.weights == 4 * trained - 4 * trained // 4
+    adam8 = plan_memory("stage1", engine="ddp", use_8bit_adam=True, **kwargs)
+    assert adam8.optimizer == 2 * trained
+    checkpointed = plan_memory("stage1", engine="ddp", gradient_checkpointing=True, **kwargs)
+    assert 0 < checkpointed.activations < ddp.activations
+    longer = plan_memory("stage1", engine="ddp", **{**kwargs, "num_frames": 6})
+    assert longer.activations > 1.5 * ddp.activations
