@@ -178,6 +178,12 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
             f"`--train_data_weights` has {len(args.train_data_weights)} values for "
             f"{len(args.train_data_dir)} `--train_data_dir` roots; give one weight per root."
         )
+    if args.train_data_weights is not None and (
+        any(w < 0 for w in args.train_data_weights) or sum(args.train_data_weights) <= 0
+    ):
+        raise ValueError(
+            f"`--train_data_weights` is {args.train_data_weights}; weights must be >= 0 with a positive sum."
+        )
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         raise ValueError(f"`--checkpoints_total_limit` is {args.checkpoints_total_limit}; use at least 1 or omit it.")
     if getattr(args, "p_std", 1.0) <= 0:

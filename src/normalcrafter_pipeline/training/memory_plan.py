@@ -41,19 +41,42 @@ DINOV2_BASE_CONFIG = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemoryPlan:
-    """Per-GPU bytes of one training configuration (see the module docstring)."""
+    """Per-GPU bytes of one training configuration (see the module docstring). The parameter counts and the
+    activations are measured; `dataclasses.replace(plan, engine=..., num_gpus=..., use_8bit_adam=...)` gives the
+    same configuration under another engine or optimiser without measuring again."""
 
     stage: str
     engine: str
     num_gpus: int
+    use_8bit_adam: bool
     trained_parameters: int
-    weights: int
-    gradients: int
-    optimizer: int
+    frozen_fp32_parameters: int
+    frozen_parameters: int  # held in the mixed-precision dtype
+    ema_parameters: int
+    dtype_size: int
     activations: int
     source: str
+
+    @property
+    def _states_divisor(self) -> int:
+        return self.num_gpus if self.engine in ("zero2", "zero3", "fsdp") else 1
+
+    @property
+    def weights(self) -> int:
+        divisor = self.num_gpus if self.engine in ("zero3", "fsdp") else 1
+        trained = self.trained_parameters * 4 // divisor
+        return trained + self.frozen_fp32_parameters * 4 + self.frozen_parameters * self.dtype_size
+
+    @property
+    def gradients(self) -> int:
+        return self.trained_parameters * 4 // self._states_divisor
+
+    @property
+    def optimizer(self) -> int:
+        moments = self.trained_parameters * (2 if self.use_8bit_adam else 8) // self._states_divisor
+        return moments + self.ema_parameters * 4
 
     @property
     def total(self) -> int:
@@ -260,12 +283,6 @@ def plan_memory(
     if use_ema:
         ema_params = count((vae if stage in ("vae_decoder", "prior_vae") else unet).parameters())
 
-    shard_states = engine in ("zero2", "zero3", "fsdp")
-    shard_weights = engine in ("zero3", "fsdp")
-    weights = trained * 4 // (num_gpus if shard_weights else 1) + frozen_fp32 * 4 + frozen_low * size
-    gradients = trained * 4 // (num_gpus if shard_states else 1)
-    optimizer = trained * (2 if use_8bit_adam else 8) // (num_gpus if shard_states else 1) + ema_params * 4
-
     # Activations: the trained path's forward on meta tensors, in the compute dtype.
     batch, frames = batch_size, num_frames
     counter = _SavedBytes()
@@ -302,7 +319,19 @@ def plan_memory(
         with torch.device("meta"), counter:
             run()
         activations += units.largest
-    return MemoryPlan(stage, engine, num_gpus, trained, weights, gradients, optimizer, activations, source)
+    return MemoryPlan(
+        stage=stage,
+        engine=engine,
+        num_gpus=num_gpus,
+        use_8bit_adam=use_8bit_adam,
+        trained_parameters=trained,
+        frozen_fp32_parameters=frozen_fp32,
+        frozen_parameters=frozen_low,
+        ema_parameters=ema_params,
+        dtype_size=size,
+        activations=activations,
+        source=source,
+    )
 
 
 def add_dry_run_options(parser: argparse.ArgumentParser) -> None:
