@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 
 from ..dtypes import torch_dtype
 from ..pipeline_normalcrafter import NormalCrafterPipeline
@@ -118,6 +118,18 @@ def tracker_config(args: argparse.Namespace) -> dict:
     """The run's arguments for the trackers: lists as strings (tensorboard's hparams need scalars), no Nones."""
     config = {k: (" ".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in vars(args).items()}
     return {k: v for k, v in config.items() if v is not None}
+
+
+class TrainedModules(torch.nn.Module):
+    """The models a stage trains held as one module (`parts`), for engines that wrap one model (DeepSpeed); the
+    stage calls each part itself."""
+
+    def __init__(self, parts: dict[str, torch.nn.Module]):
+        super().__init__()
+        self.parts = torch.nn.ModuleDict(parts)
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("`TrainedModules` only holds the trained models; call `parts[name]` instead.")
 
 
 def _resumed_batches(batches):
@@ -242,17 +254,32 @@ class TrainingSession:
             final_ratio=args.lr_final_ratio,
         )
         self._classes = {name: type(model) for name, model in present.items()}
+        to_prepare = list(present.values())
+        self._prefixes = {name: "" for name in present}
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            # DeepSpeed takes one model per accelerator (the UNet and the SFR projector become one module) and
+            # cannot read the clip count from a batch sampler.
+            accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+                args.train_batch_size
+            )
+            if len(present) > 1:
+                to_prepare = [TrainedModules(present)]
+                self._prefixes = {name: f"parts.{name}." for name in present}
         *models, self._optimizer, self._dataloader, self._lr_scheduler = accelerator.prepare(
-            *present.values(), optimizer, dataloader, lr_scheduler
+            *to_prepare, optimizer, dataloader, lr_scheduler
         )
         if self._ema is not None:
             self._ema.to(accelerator.device)
         self._models = models
-        self._prepared = dict(zip(present, models))
+        if len(models) < len(present):  # the DeepSpeed engine of the joined modules; the parts are called directly
+            self._prepared = {name: models[0] for name in present}
+            models = [unwrap_model(models[0]).parts[name] for name in present]
+        else:
+            self._prepared = dict(zip(present, models))
         # FSDP replaces the parameters by sharded ones: clip the gradients of those.
         trained_ids = {id(p) for p in self._parameters}
         if is_sharded(accelerator):
-            self._parameters = [p for model in models for p in model.parameters() if p.requires_grad]
+            self._parameters = [p for model in self._models for p in model.parameters() if p.requires_grad]
         elif not all(id(p) in trained_ids for model in models for p in model.parameters() if p.requires_grad):
             raise RuntimeError("`accelerator.prepare` replaced the trained parameters; report this as a bug.")
         by_name = dict(zip(present, models))
@@ -370,6 +397,8 @@ class TrainingSession:
         state = self.accelerator.get_state_dict(self._prepared[name])
         if not self.accelerator.is_main_process:
             return None
+        prefix = self._prefixes[name]
+        state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
         plain = self._classes[name].from_config(unwrap_model(model).config)
         plain.load_state_dict(state)
         return plain
