@@ -65,15 +65,15 @@ def _losses(output_dir):
     return losses
 
 
-def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args):
+def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args, extra=()):
     """Four steps straight; then the run interrupted after step 2 (its output folder holding checkpoint-2 only, as
     a run killed then would leave it) resumed with the same arguments."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _launch(assets, straight, 4, launch_args)
+    _launch(assets, straight, 4, launch_args, extra)
     assert {d for d in os.listdir(straight) if d.startswith("checkpoint")} == {f"checkpoint-{k}" for k in range(1, 5)}
     os.makedirs(resumed)
     shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
-    log = _launch(assets, resumed, 4, launch_args, ["--resume_from_checkpoint", "latest"])
+    log = _launch(assets, resumed, 4, launch_args, [*extra, "--resume_from_checkpoint", "latest"])
     assert "Resuming from checkpoint" in log and "checkpoint-2" in log
     expected, got = _losses(straight), _losses(resumed)
     assert sorted(expected) == [1, 2, 3, 4] and sorted(got) == [3, 4]
@@ -88,11 +88,20 @@ def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args):
         k: NormalCrafterPipeline.from_pretrained(f).unet.state_dict() for k, f in (("a", straight), ("b", resumed))
     }
     assert all(torch.equal(v, final["b"][k]) for k, v in final["a"].items())
+    return straight
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_mixture_resumes_exactly(assets, tmp_path):
-    _resume_gives_the_same_next_loss(assets, tmp_path, ["--cpu"])
+    # With an EMA (decay 0.5, so it differs from the trained weights), which is checkpointed, resumed and saved.
+    straight = _resume_gives_the_same_next_loss(assets, tmp_path, ["--cpu"], ["--use_ema", "--ema_decay", "0.5"])
+    from safetensors.torch import load_file
+
+    assert "unet_ema" in os.listdir(straight / "checkpoint-4")
+    trained = load_file(straight / "checkpoint-4" / "unet" / "diffusion_pytorch_model.safetensors")
+    ema = load_file(straight / "checkpoint-4" / "unet_ema" / "diffusion_pytorch_model.safetensors")
+    final = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(final[k], ema[k]) for k in ema) and any(not torch.equal(final[k], trained[k]) for k in ema)
 
 
 @pytest.mark.slow
@@ -106,7 +115,7 @@ def test_fsdp_two_gpus_mixture_resumes_exactly(assets, tmp_path):
 def test_deepspeed_zero2_two_gpus_mixture_resumes_exactly(assets, tmp_path):
     pytest.importorskip("deepspeed")
     config = os.path.join(CONFIGS, "deepspeed_zero2.yaml")
-    _resume_gives_the_same_next_loss(assets, tmp_path, ["--config_file", config])
+    _resume_gives_the_same_next_loss(assets, tmp_path, ["--config_file", config], ["--use_ema", "--ema_decay", "0.5"])
 
 
 def test_dry_run_prints_the_memory_plan_from_configs_alone(tmp_path, capsys):
