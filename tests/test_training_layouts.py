@@ -336,3 +336,19 @@ def test_bad_data_fails_before_any_model_loads_naming_the_file(tmp_path, capsys)
         else (None, None)
     )
     assert status == 0 and len(ran) == 1
+
+
+def test_validation_clips_come_from_any_layout(tmp_path):
+    from types import SimpleNamespace
+
+    from normalcrafter_pipeline.training.validation import load_validation_clips
+
+    write_rendered(tmp_path / "val", frames=3, name="seq_a")
+    write_rendered(tmp_path / "val", frames=2, name="seq_b")
+    args = SimpleNamespace(
+        validation_data_dir=f"rendered:{tmp_path / 'val'}", num_validation_clips=1, validation_num_frames=2
+    )
+    (clip,) = load_validation_clips(args)
+    assert clip["rgb"].shape == (2, H, W, 3) and clip["normal"].shape == (2, H, W, 3)
+    assert clip["mask"].shape == (2, H, W) and not clip["mask"][:, :, :2].any() and clip["mask"][:, :-1, 2:].all()
+    np.testing.assert_allclose(clip["normal"][1][WALL_PIXEL], WALL, atol=1e-3)

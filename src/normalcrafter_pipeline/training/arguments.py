@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-from ..formats.clips import list_clips
+from ..formats.layouts import open_layout
 from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID
 from .checkpointing import checkpoint_to_resume
 from .data import NormalClipDataset
@@ -130,7 +130,12 @@ def build_parser(
         help="A checkpoint folder, or `latest` (the newest checkpoint-* in output_dir).",
     )
     if validation:
-        run.add_argument("--validation_data_dir", type=str, default=None, help="Dataset root of validation clips.")
+        run.add_argument(
+            "--validation_data_dir",
+            type=str,
+            default=None,
+            help="Dataset root of validation clips (a folder of clip folders or LAYOUT:PATH).",
+        )
         run.add_argument("--validation_steps", type=int, default=500)
         run.add_argument("--num_validation_clips", type=int, default=2)
         run.add_argument("--validation_num_frames", type=int, default=8)
@@ -213,9 +218,11 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"`--train_data_dir`: {error}") from None
     if args.validation_data_dir:
         try:
-            list_clips(args.validation_data_dir)
+            open_layout(args.validation_data_dir, with_depth=False)[0].load(0)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"`--validation_data_dir`: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"`--validation_data_dir`: {error}") from None
     checkpoint_to_resume(args)
     try:
         os.makedirs(args.output_dir, exist_ok=True)

@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
-from ..formats.clips import clip_num_frames, list_clips, load_clip
+from ..formats.layouts import open_layout
 from ..pipeline_normalcrafter import NormalCrafterPipeline, normalize_normals
 from .losses import mean_angular_error_deg
 
@@ -21,13 +21,21 @@ Predictor = Callable[[dict], np.ndarray]
 
 
 def load_validation_clips(args: argparse.Namespace) -> list[dict]:
-    """The first `validation_num_frames` frames of the first `num_validation_clips` clips (empty without a root)."""
+    """The first `validation_num_frames` frames of the first `num_validation_clips` sequences of
+    `--validation_data_dir` (a clip-format root or `LAYOUT:PATH`), each a dict of `rgb` uint8 `(F, H, W, 3)`,
+    `normal` float32 `(F, H, W, 3)` and `mask` bool `(F, H, W)` (the layout's validity); empty without a root."""
     if not args.validation_data_dir:
         return []
     clips = []
-    for folder in list_clips(args.validation_data_dir)[: args.num_validation_clips]:
-        count = min(args.validation_num_frames, clip_num_frames(folder))
-        clips.append(load_clip(folder, range(count)))
+    for sequence in open_layout(args.validation_data_dir, with_depth=False)[: args.num_validation_clips]:
+        records = [sequence.load(i) for i in range(min(args.validation_num_frames, len(sequence)))]
+        clips.append(
+            {
+                "rgb": np.stack([record.rgb for record in records]),
+                "normal": np.stack([record.normal for record in records]),
+                "mask": np.stack([record.valid for record in records]),
+            }
+        )
     return clips
 
 
