@@ -352,3 +352,19 @@ def test_validation_clips_come_from_any_layout(tmp_path):
     assert clip["rgb"].shape == (2, H, W, 3) and clip["normal"].shape == (2, H, W, 3)
     assert clip["mask"].shape == (2, H, W) and not clip["mask"][:, :, :2].any() and clip["mask"][:, :-1, 2:].all()
     np.testing.assert_allclose(clip["normal"][1][WALL_PIXEL], WALL, atol=1e-3)
+
+
+def test_hypersim_without_h5py_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from normalcrafter_pipeline.formats import layout_io
+
+    write_hypersim(tmp_path / "hs", frames=1)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        layout_io.importlib.util, "find_spec", lambda name, *a: None if name == "h5py" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"normalcrafter-pipeline\[train\]"):
+        open_layout(f"hypersim:{tmp_path / 'hs'}")
+    status, ran = _script_check([f"hypersim:{tmp_path / 'hs'}"], tmp_path)
+    assert (status, ran) == (2, []) and "needs h5py" in capsys.readouterr().err
