@@ -8,7 +8,7 @@ Layout of one set folder (the folder passed as the root, e.g. `dsine_eval/sintel
     <scene>/<id>_normal.exr       ibims, sintel: float RGB = (x, y, z), valid where |n| > 0.5
     <scene>/<id>_intrins.npy      3x3 intrinsics (not needed here)
 
-nyuv2 holds `test/` (the 653 evaluated images) and `train/` (795 training images); only `test/` is read. Sintel's
+nyuv2 holds `test/` (the 654 evaluated images) and `train/` (795 training images); only `test/` is read. Sintel's
 scenes are sequences of consecutive frames (`frame_0001`, ...), read as one sequence each in frame order; every other
 set is a collection of single images, each read as a sequence of one frame. `split=` takes one of DSINE's own split
 files (`data/datasets/<set>/split/*.txt`, lines `<scene>/<id>_img.png`) to read exactly the frames it lists.
@@ -61,11 +61,11 @@ class DsineSet:
 
 
 DSINE_SETS = {
-    "nyuv2": DsineSet("_normal.png", "png8", ("test",), False, 653, "NYUv2 test images; ground truth from GeoNet"),
-    "scannet": DsineSet("_normal.png", "png8", None, False, 299, "ScanNet, 260 scenes; FrameNet ground truth"),
-    "ibims": DsineSet("_normal.exr", "exr", None, False, 99, "iBims-1; normals plane-fitted to its laser depth"),
-    "sintel": DsineSet("_normal.exr", "exr", None, True, 1063, "MPI Sintel, 23 sequences of up to 50 frames"),
-    "vkitti": DsineSet("_normal.png", "png16", None, False, 999, "Virtual KITTI 2, 200 sampled images per scene"),
+    "nyuv2": DsineSet("_normal.png", "png8", ("test",), False, 654, "NYUv2 test images; ground truth from GeoNet"),
+    "scannet": DsineSet("_normal.png", "png8", None, False, 300, "ScanNet, 260 scenes; FrameNet ground truth"),
+    "ibims": DsineSet("_normal.exr", "exr", None, False, 100, "iBims-1; normals plane-fitted to its laser depth"),
+    "sintel": DsineSet("_normal.exr", "exr", None, True, 1064, "MPI Sintel, 23 sequences of up to 50 frames"),
+    "vkitti": DsineSet("_normal.png", "png16", None, False, 1000, "Virtual KITTI 2, 200 sampled images per scene"),
 }
 # x is stored pointing left: ours = stored * (-1, 1, 1).
 DSINE_TO_OURS = np.array([-1.0, 1.0, 1.0], dtype=np.float32)
