@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 
-from ..exr import openexr_missing_reason
+from ..exr import openexr_missing_reason, read_exr
 from ..sequences import FrameRecord, FrameSequence
 
 
@@ -54,8 +54,11 @@ def exr_size(path: str) -> tuple[int, int]:
     import OpenEXR
 
     try:
-        with OpenEXR.File(path, header_only=True) as exr:
-            low, high = exr.header()["dataWindow"]
+        try:
+            with OpenEXR.File(path, header_only=True) as exr:
+                low, high = exr.header()["dataWindow"]
+        except TypeError:  # bindings before `header_only`: read the file
+            return read_exr(path).shape[:2]
     except (RuntimeError, OSError, ValueError, KeyError) as error:
         raise BenchmarkDataError(f"{path}: does not decode as EXR ({error}).") from error
     return int(high[1] - low[1] + 1), int(high[0] - low[0] + 1)
