@@ -24,7 +24,6 @@ So the reader negates x: ours = (-x, y, z).
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 
@@ -40,9 +39,8 @@ from .published import (
     exr_size,
     image_size,
     read_split_file,
+    warn_frame_count,
 )
-
-logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg")
 IMAGE_SUFFIXES = tuple("_img" + extension for extension in IMAGE_EXTENSIONS)
@@ -114,11 +112,7 @@ def list_dsine_frames(root: str | os.PathLike, set_name: str, split: str | os.Pa
         frames += [_frame_from_relative(root, f"{scene}/{name}", dsine_set) for name in names]
     if not frames:
         raise _not_a_set_folder(root, set_name)
-    if len(frames) != dsine_set.published_frames:
-        logger.warning(
-            "%s holds %d DSINE %s frames; the published set has %d. Scores are for the frames found.",
-            root, len(frames), set_name, dsine_set.published_frames,
-        )  # fmt: skip
+    warn_frame_count(root, f"dsine:{set_name}", len(frames), dsine_set.published_frames)
     return frames
 
 

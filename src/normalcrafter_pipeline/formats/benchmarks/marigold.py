@@ -16,14 +16,19 @@ compares predictions with these files unchanged). Marigold averages its metrics 
 
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
 
-from .published import BenchmarkDataError, BenchmarkFrame, BenchmarkSequence, check_frames, npy_size, read_split_file
-
-logger = logging.getLogger(__name__)
+from .published import (
+    BenchmarkDataError,
+    BenchmarkFrame,
+    BenchmarkSequence,
+    check_frames,
+    npy_size,
+    read_split_file,
+    warn_frame_count,
+)
 
 # Frames listed by Marigold's split file of each evaluation set.
 MARIGOLD_SETS = {"nyuv2": 654, "scannet": 300, "ibims": 100, "diode": 771, "oasis": 9999}
@@ -62,11 +67,7 @@ def list_marigold_frames(root: str | os.PathLike, set_name: str, split: str | os
             f"{root}: not a Marigold {set_name} folder, no <id>{NORMAL_SUFFIX} found; pass the set's folder of the "
             "unzipped evaluation_dataset (e.g. nyuv2/test)."
         )
-    if len(frames) != MARIGOLD_SETS[set_name]:
-        logger.warning(
-            "%s holds %d Marigold %s frames; its split file lists %d. Scores are for the frames found.",
-            root, len(frames), set_name, MARIGOLD_SETS[set_name],
-        )  # fmt: skip
+    warn_frame_count(root, f"marigold:{set_name}", len(frames), MARIGOLD_SETS[set_name])
     return frames
 
 

@@ -9,6 +9,8 @@ sequence loads them, from the files as published; nothing is written beside the 
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ import PIL.Image
 
 from ..exr import openexr_missing_reason, read_exr
 from ..sequences import FrameRecord, FrameSequence
+
+logger = logging.getLogger(__name__)
 
 
 class BenchmarkDataError(ValueError):
@@ -75,6 +79,16 @@ def npy_size(path: str) -> tuple[int, int]:
     if array.ndim != 3 or array.shape[2] != 3:
         raise BenchmarkDataError(f"{path}: holds an array of shape {array.shape}; expected (H, W, 3) normals.")
     return int(array.shape[0]), int(array.shape[1])
+
+
+@functools.cache
+def warn_frame_count(root: str, benchmark: str, found: int, published: int) -> None:
+    """Warn (once per folder and count) that a folder holds another number of frames than the protocol lists."""
+    if found != published:
+        logger.warning(
+            "%s holds %d %s frames; the published set has %d. Scores are for the frames found.",
+            root, found, benchmark, published,
+        )  # fmt: skip
 
 
 def read_split_file(path: str | os.PathLike, columns: int) -> list[list[str]]:
