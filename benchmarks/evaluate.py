@@ -1,5 +1,6 @@
-"""Score a NormalCrafter pipeline on a dataset in the training clip format (see benchmarks/EVALUATION.md).
+"""Score normal estimators on the published benchmarks or on clips in our format (see benchmarks/EVALUATION.md).
 
+    python benchmarks/evaluate.py --benchmark paper --root /data/dsine_eval --out results/paper
     python benchmarks/evaluate.py --model Yanrui95/NormalCrafter --data /data/scannet_clips --out results/scannet
 
 The same as the installed `normalcrafter-evaluate` command; the code is `normalcrafter_pipeline.evaluation`.

@@ -1,19 +1,29 @@
-"""Score a NormalCrafter pipeline on a dataset in the training clip format.
+"""Score normal estimators on the published benchmarks and on datasets in our clip format.
 
-    normalcrafter-evaluate --model Yanrui95/NormalCrafter --data /data/scannet_clips --out results/scannet
-    normalcrafter-evaluate --model ./my_model --data ./clips --out results/per_frame --per-frame
+    normalcrafter-evaluate --benchmark paper --root /data/dsine_eval --out results/paper
+    normalcrafter-evaluate --benchmark dsine:sintel --root /data/dsine_eval/sintel --model Yanrui95/NormalCrafter \
+        --model per-frame:Yanrui95/NormalCrafter --model marigold:prs-eth/marigold-normals-v1-1 --out results/sintel
+    normalcrafter-evaluate --model ./my_model --data ./clips --out results/mine
 
 (`python benchmarks/evaluate.py ...` from a checkout runs the same command.)
 
-For every clip folder under `--data` (see `training/README.md` for the format, `benchmarks/EVALUATION.md` for how to
-lay out the public benchmarks) the pipeline predicts normals for all frames, and the clip's angular-error statistics,
-per-frame statistics and temporal-consistency metrics (`normalcrafter_pipeline.metrics`) are written to
-`<out>/clips/<clip>.json`. The dataset totals, with pixels pooled over all clips, go to `<out>/metrics.json` and a
-Markdown table to `<out>/metrics.md`; `--heatmaps` adds per-frame error images under `<out>/heatmaps/<clip>/`. Every
-file is written under a temporary name and renamed, so an interrupted run leaves no half-written file, and a rerun
-skips clips whose JSON was written with the same settings (`--no-resume` re-scores everything).
+A benchmark (`--benchmark`, read by `formats.benchmarks` straight from the files as published: `dsine:<set>`,
+`marigold:<set>`, or `paper` for the four DSINE sets of the NormalCrafter paper under one `dsine_eval` folder) or a
+folder of clips in our format (`--data`) is a list of sequences: videos in frame order, single images as sequences
+of one frame. Every file is checked before a model loads. Each model (`evaluation_models`: NormalCrafter, its
+per-frame baseline, Marigold or any diffusers normals pipeline, any callable) predicts every sequence, and the
+sequence's angular-error statistics (pooled and per frame) and temporal metrics go to `<out>/clips/<sequence>.json`.
+`<out>/metrics.json` holds the totals in both aggregations (`evaluation_report`: pixels pooled over the dataset as
+DSINE scores, and per-image means as Marigold does) and `<out>/metrics.md` the Markdown table; `--heatmaps` adds
+per-frame error images under `<out>/heatmaps/<sequence>/`. With several models or benchmarks each run gets its own
+folder `<out>/<benchmark>/<model>/` and `<out>/metrics.json` / `metrics.md` hold the comparison, shaped like the
+paper's Table 1. Every file is written under a temporary name and renamed, so an interrupted run leaves no
+half-written file, and a rerun skips sequences whose JSON was written with the same settings (`--no-resume`
+re-scores everything).
 
-From Python: `evaluate_model(pipe_or_model_path, dataset_root, out_dir, ...)` returns the same totals as a dict.
+From Python: `evaluate_model(model, root, out_dir, benchmark=...)` for one model on one benchmark (`model` may be any
+`evaluation_models.NormalsPredictor`, e.g. `CallablePredictor(fn, "name")`), `evaluate_comparison(models,
+benchmarks, out_dir)` for the table.
 """
 
 from __future__ import annotations
@@ -22,17 +32,21 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .dtypes import DTYPE_NAMES
-from .formats.clips import list_clips, load_clip
+from .evaluation_models import NormalCrafterPredictor, NormalsPredictor, model_label, predictor_from_spec
+from .evaluation_report import AGGREGATIONS, aggregations, comparison_markdown, summary_markdown
+from .formats.benchmarks import PAPER_BENCHMARKS, check_benchmark_name, open_benchmark
+from .formats.clips import read_meta
+from .formats.sequences import ClipFolderSequence
 from .metrics import (
     THRESHOLDS_DEG,
     ErrorAccumulator,
@@ -42,12 +56,12 @@ from .metrics import (
     reprojection_error,
     temporal_change_error,
 )
-from .pipeline_normalcrafter import DEFAULT_MODEL_ID, NormalCrafterPipeline, check_window_args, normalize_normals
+from .pipeline_normalcrafter import DEFAULT_MODEL_ID, NormalCrafterPipeline
 from .video_io import atomic_output
 
 logger = logging.getLogger(__name__)
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES.values()}  # float32, float16, bfloat16
 # Heat-map colour ramp (0 degrees -> dark blue ... `heatmap_max_deg` and above -> dark red); invalid pixels are black.
 _RAMP = np.array(
@@ -96,26 +110,6 @@ def _write_png(path: str, image: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _resize_frames(rgb: np.ndarray, max_res: int | None) -> np.ndarray:
-    """Downscale `(F, H, W, 3)` uint8 frames so the longer side is at most `max_res` (aspect kept)."""
-    height, width = rgb.shape[1:3]
-    if max_res is None or max(height, width) <= max_res:
-        return rgb
-    scale = max_res / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.stack([np.asarray(PIL.Image.fromarray(frame).resize(size, PIL.Image.BICUBIC)) for frame in rgb])
-
-
-def _to_size(normals: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinearly resample `(F, h, w, 3)` normals to `(F, height, width, 3)` and renormalise."""
-    if normals.shape[1:3] == (height, width):
-        return normals
-    tensor = torch.from_numpy(np.ascontiguousarray(normals)).permute(0, 3, 1, 2).float()
-    tensor = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)
-    tensor = normalize_normals(tensor, dim=1)
-    return tensor.permute(0, 2, 3, 1).numpy()
 
 
 def _optional_summary(accumulator: ErrorAccumulator) -> dict | None:
@@ -192,10 +186,12 @@ def pool_clips(records: dict[str, dict]) -> dict:
         if record["state"]["reprojection"] is not None:
             reprojection.merge(MeanAccumulator.from_state_dict(record["state"]["reprojection"]))
             num_reprojection += 1
+    pooled = normals.compute()
     return {
         "num_clips": len(records),
         "num_frames": sum(record["num_frames"] for record in records.values()),
-        "normals": normals.compute(),
+        "normals": pooled,
+        "aggregations": aggregations(pooled, [frame for record in records.values() for frame in record["frames"]]),
         "temporal_change": temporal.compute(),
         "reprojection": reprojection.compute(),
         "num_clips_with_reprojection": num_reprojection,
@@ -226,6 +222,13 @@ def markdown_table(total: dict, records: dict[str, dict], settings: dict) -> str
         "clips with depth and poses). Lower is better except for the '<' columns.",
         "",
         "Settings: " + ", ".join(f"`{key}={value}`" for key, value in settings.items()),
+        "",
+        "## Totals in both aggregations",
+        "",
+        *(f"- `{name}`: {description}" for name, description in AGGREGATIONS.items()),
+        "",
+        summary_markdown({settings["model"]: total["aggregations"]}),
+        f"## Per {'clip' if settings.get('benchmark', 'clips') == 'clips' else 'sequence'} (pixels pooled)",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -258,11 +261,6 @@ def markdown_table(total: dict, records: dict[str, dict], settings: dict) -> str
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-
-
 def _resolve_dtype(dtype) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -293,20 +291,27 @@ def load_pipeline(model, device: str | None = None, dtype=None, **load_kwargs):
     return pipe
 
 
-def _model_name(model, model_name: str | None) -> str:
-    if model_name is not None:
-        return model_name
-    if isinstance(model, (str, os.PathLike)):
-        return os.fspath(model)
-    name = getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "name_or_path", None)
-    return name or type(model).__name__
+def _sequence_clip(sequence, records) -> dict:
+    """A sequence's frames as the dict `score_clip` reads (our clips also bring the camera of the reprojection)."""
+    depth = None
+    if all(record.depth is not None for record in records):
+        depth = np.stack([record.depth for record in records])
+    return {
+        "rgb": np.stack([record.rgb for record in records]),
+        "normal": np.stack([record.normal for record in records]),
+        "mask": np.stack([record.valid for record in records]),
+        "depth": depth,
+        "meta": read_meta(sequence.folder) if isinstance(sequence, ClipFolderSequence) else {},
+    }
 
 
 def evaluate_model(
-    pipe_or_model_path,
+    model,
     dataset_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    benchmark: str = "clips",
+    split: str | os.PathLike | None = None,
     window_size: int = 14,
     overlap: int = 4,
     num_inference_steps: int = 1,
@@ -323,51 +328,64 @@ def evaluate_model(
     show_progress: bool = True,
     load_kwargs: dict | None = None,
 ) -> dict:
-    """Run a pipeline over every clip of `dataset_root` and write per-clip JSON, `metrics.json` and `metrics.md`.
+    """Run one model over every sequence of a benchmark and write per-sequence JSON, `metrics.json`, `metrics.md`.
 
     Args:
-        pipe_or_model_path: a model folder or Hub repo id (loaded with `NormalCrafterPipeline.from_pretrained`), or
-            a pipeline object (called as `pipe(frames, window_size=..., ...).normals`).
-        dataset_root: a folder of clip folders in the training clip format.
+        model: a `evaluation_models.NormalsPredictor` (any model: `NormalCrafterPredictor`,
+            `DiffusersNormalsPredictor`, `CallablePredictor`), or a NormalCrafter model folder, Hub repo id or
+            pipeline object (run by a `NormalCrafterPredictor` with the options below).
+        dataset_root: the benchmark's folder as published (see `formats.benchmarks.open_benchmark`), or for
+            `benchmark="clips"` a folder of clip folders in our format.
         out_dir: where results go (created).
-        window_size, overlap, num_inference_steps, decode_chunk_size: passed to the pipeline.
-        max_res: downscale input frames so the longer side is at most this; predictions are resampled back to the
-            ground-truth resolution, where all metrics are computed.
-        per_frame: predict every frame on its own (window 1, overlap 0): the image-model baseline.
-        heatmaps: write per-frame error images to `out_dir/heatmaps/<clip>/<frame>.png` (0 to `heatmap_max_deg`).
-        resume: skip clips whose JSON in `out_dir/clips/` was written with the same settings. The settings name the
-            model by `model_name`: when scoring different pipeline objects (say, checkpoints of one training run)
+        benchmark: `"clips"`, `"dsine:<set>"` or `"marigold:<set>"` (`formats.benchmarks.BENCHMARK_NAMES`).
+        split: optional split file of the benchmark's protocol, to score exactly the frames it lists.
+        window_size, overlap, num_inference_steps, decode_chunk_size, max_res, per_frame, device, dtype,
+            load_kwargs: NormalCrafter options when `model` is not a predictor already; `per_frame` means window 1,
+            overlap 0 (the image-model baseline); `max_res` downscales the input frames, the predictions are
+            resampled back to the ground truth's resolution, where all metrics are computed.
+        heatmaps: write per-frame error images to `out_dir/heatmaps/<sequence>/<frame>.png` (0 to
+            `heatmap_max_deg`).
+        resume: skip sequences whose JSON in `out_dir/clips/` was written with the same settings. The settings name
+            the model by its label: when scoring different pipeline objects (say, checkpoints of one training run)
             into one `out_dir`, give each its own `model_name`, or use one `out_dir` per model.
-        device, dtype: where and in which precision to run (`"float32"`, `"float16"`, `"bfloat16"` or a dtype).
-        depth_tolerance: relative depth agreement for the reprojection metric's co-visibility test.
-        model_name: the label stored in the settings (defaults to the path, or the pipeline's `_name_or_path`).
-        load_kwargs: extra keyword arguments for `from_pretrained`.
+        depth_tolerance: relative depth agreement for the reprojection metric's co-visibility test (clips with
+            depth and cameras).
+        model_name: the label in settings and tables (default: the path, or the pipeline's `_name_or_path`).
 
     Returns:
-        `{"total": pooled dataset metrics, "clips": {clip name: record}, "settings": ..., "num_scored": clips
-        predicted in this call, "num_skipped": clips taken from earlier results, "out_dir": ...}`.
+        `{"total": dataset metrics (with `aggregations`: the columns pooled over pixels and as per-image means),
+        "clips": {sequence name: record}, "settings": ..., "num_scored": sequences predicted in this call,
+        "num_skipped": sequences taken from earlier results, "out_dir": ...}`.
+
+    Raises:
+        ValueError, FileNotFoundError: a bad argument, or benchmark data that is not as published (the message
+            names the file), before any model loads.
     """
-    if per_frame:
-        window_size, overlap = 1, 0
-    check_window_args(window_size, overlap)
-    _check_positive_int("num_inference_steps", num_inference_steps)
-    _check_positive_int("decode_chunk_size", decode_chunk_size)
-    if max_res is not None:
-        _check_positive_int("max_res", max_res, minimum=8)
+    if isinstance(model, NormalsPredictor):
+        predictor = model
+    else:
+        if per_frame:
+            window_size, overlap = 1, 0
+        predictor = NormalCrafterPredictor(
+            model,
+            window_size=window_size,
+            overlap=overlap,
+            num_inference_steps=num_inference_steps,
+            decode_chunk_size=decode_chunk_size,
+            max_res=max_res,
+            device=device,
+            dtype=dtype,
+            load_kwargs=load_kwargs,
+            name=model_name or model_label(model),
+        )
     if not (isinstance(depth_tolerance, (int, float)) and depth_tolerance > 0):
         raise ValueError(f"`depth_tolerance` must be a positive number, got {depth_tolerance!r}.")
-    torch_dtype = _resolve_dtype(dtype)
-    clip_folders = list_clips(dataset_root)
+    check_benchmark_name(benchmark)
+    sequences = open_benchmark(benchmark, dataset_root, split)
 
     settings = {
-        "model": _model_name(pipe_or_model_path, model_name),
-        "window_size": window_size,
-        "overlap": overlap,
-        "num_inference_steps": num_inference_steps,
-        "decode_chunk_size": decode_chunk_size,
-        "max_res": max_res,
-        "per_frame": bool(per_frame),
-        "dtype": str(torch_dtype).replace("torch.", "") if torch_dtype is not None else "default",
+        **predictor.settings,
+        "benchmark": benchmark,
         "depth_tolerance": float(depth_tolerance),
         "results_version": RESULTS_VERSION,
     }
@@ -375,11 +393,10 @@ def evaluate_model(
     clips_dir = os.path.join(out_dir, "clips")
     os.makedirs(clips_dir, exist_ok=True)
 
-    pipe = None
     records: dict[str, dict] = {}
     num_scored = num_skipped = 0
-    for folder in tqdm(clip_folders, desc="Clips", unit="clip", disable=not show_progress):
-        name = os.path.basename(os.path.normpath(folder))
+    for sequence in tqdm(sequences, desc=predictor.name, unit="sequence", disable=not show_progress):
+        name = sequence.name
         record_path = os.path.join(clips_dir, f"{name}.json")
         heatmap_dir = os.path.join(out_dir, "heatmaps", name) if heatmaps else None
         if resume:
@@ -392,28 +409,23 @@ def evaluate_model(
                 records[name] = previous
                 num_skipped += 1
                 continue
-        if pipe is None:
-            pipe = load_pipeline(pipe_or_model_path, device=device, dtype=dtype, **(load_kwargs or {}))
 
-        clip = load_clip(folder)
-        frames = _resize_frames(clip["rgb"], max_res)
+        clip = _sequence_clip(sequence, list(sequence))
         start = time.perf_counter()
-        with torch.no_grad():
-            pred = pipe(
-                frames,
-                window_size=window_size,
-                overlap=overlap,
-                num_inference_steps=num_inference_steps,
-                decode_chunk_size=decode_chunk_size,
-            ).normals
+        pred = predictor(clip["rgb"])
         seconds = time.perf_counter() - start
-        pred = _to_size(np.asarray(pred, dtype=np.float32), *clip["normal"].shape[1:3])
+        if pred.shape != clip["normal"].shape:
+            raise ValueError(
+                f"Model {predictor.name!r} returned normals of shape {pred.shape} for sequence {name!r} of "
+                f"{clip['rgb'].shape[0]} frames of {clip['rgb'].shape[2]}x{clip['rgb'].shape[1]}; a predictor returns "
+                "(F, H, W, 3) at the frames' resolution."
+            )
         if heatmap_dir is not None:
             os.makedirs(heatmap_dir, exist_ok=True)
         try:
             record = score_clip(pred, clip, depth_tolerance, heatmap_dir, max_deg=heatmap_max_deg)
         except ValueError as error:
-            raise ValueError(f"Clip {folder!r}: {error}") from error
+            raise ValueError(f"Sequence {name!r} of {dataset_root}: {error}") from error
         record = {"clip": name, "settings": settings, **record, "predict_seconds": seconds}
         _write_json(record_path, record)
         records[name] = record
@@ -421,10 +433,14 @@ def evaluate_model(
         logger.info("%s: mean %.2f deg over %d frames", name, record["normals"]["mean"], record["num_frames"])
 
     if num_skipped:
-        logger.info("Reused the results of %d clips from %s (same settings).", num_skipped, clips_dir)
+        logger.info("Reused the results of %d sequences from %s (same settings).", num_skipped, clips_dir)
     total = pool_clips(records)
     summary = {
         "settings": settings,
+        "benchmark": benchmark,
+        "root": os.fspath(dataset_root),
+        "aggregations": dict(AGGREGATIONS),
+        "models": {predictor.name: {**total["aggregations"], "temporal_change": total["temporal_change"]}},
         "total": total,
         "clips": {
             name: {key: record[key] for key in ("num_frames", "normals", "temporal_change", "reprojection")}
@@ -443,6 +459,92 @@ def evaluate_model(
     }
 
 
+def _slug(name: str) -> str:
+    """A folder name for a model or benchmark label (`marigold:prs-eth/x` -> `marigold-prs-eth-x`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+
+
+def expand_benchmarks(benchmarks, root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """`(name, folder)` pairs from `NAME=DIR` entries, or names with one shared `root`; `paper` is the four DSINE sets
+    of the NormalCrafter paper, each in `root/<set>` (a `dsine_eval` folder)."""
+    pairs = []
+    for entry in benchmarks:
+        name, _, folder = str(entry).partition("=")
+        if name == "paper":
+            base = folder or root
+            if base is None:
+                raise ValueError("`--benchmark paper` needs the dsine_eval folder: `--root DIR` or `paper=DIR`.")
+            pairs += [(b, os.path.join(os.fspath(base), b.partition(":")[2])) for b in PAPER_BENCHMARKS]
+            continue
+        check_benchmark_name(name)
+        if not folder:
+            if root is None:
+                raise ValueError(f"Benchmark {name!r} needs its folder: `--root DIR`, or `{name}=DIR`.")
+            folder = os.fspath(root)
+        pairs.append((name, folder))
+    if not pairs:
+        raise ValueError("`benchmarks` is empty; name at least one (e.g. dsine:sintel).")
+    return pairs
+
+
+def evaluate_comparison(
+    models,
+    benchmarks,
+    out_dir: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    **options,
+) -> dict:
+    """Score every model on every benchmark and write the Table-1-shaped comparison.
+
+    Args:
+        models: model names or predictors (`evaluation_models.predictor_from_spec`: `Yanrui95/NormalCrafter`,
+            `per-frame:...`, `marigold:...`, `diffusers:...`, or any `NormalsPredictor`).
+        benchmarks: `NAME=DIR` entries, or names sharing `root` (`paper` = the paper's four DSINE sets under a
+            `dsine_eval` root); see `expand_benchmarks`.
+        out_dir: each run goes to `out_dir/<benchmark>/<model>/` (an `evaluate_model` folder); the comparison to
+            `out_dir/metrics.json` (per benchmark, model and aggregation, every column) and `out_dir/metrics.md`.
+        options: NormalCrafter options (`window_size`, `overlap`, `num_inference_steps`, `decode_chunk_size`,
+            `max_res`, `device`, `dtype`), baseline options (`baseline_kwargs`, `baseline_seed`) and evaluation
+            options (`heatmaps`, `resume`, `depth_tolerance`, `heatmap_max_deg`, `show_progress`).
+
+    Every benchmark's files are checked before the first model runs. Returns the comparison dict.
+    """
+    model_keys = ("window_size", "overlap", "num_inference_steps", "decode_chunk_size", "max_res", "device", "dtype")
+    model_keys += ("baseline_kwargs", "baseline_seed")
+    model_options = {key: options.pop(key) for key in model_keys if key in options}
+    predictors = [predictor_from_spec(model, **model_options) for model in models]
+    if not predictors:
+        raise ValueError("`models` is empty; name at least one model.")
+    names = [predictor.name for predictor in predictors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"`models` names a model twice ({names}); give each predictor its own name.")
+    pairs = expand_benchmarks(benchmarks, root)
+    for name, folder in pairs:
+        open_benchmark(name, folder)  # every file checked before any model loads
+
+    out_dir = os.fspath(out_dir)
+    comparison = {"aggregations": dict(AGGREGATIONS), "models": names, "benchmarks": {}}
+    for name, folder in pairs:
+        entry = {"root": folder, "models": {}}
+        for predictor in predictors:
+            run_dir = os.path.join(out_dir, _slug(name), _slug(predictor.name))
+            result = evaluate_model(predictor, folder, run_dir, benchmark=name, **options)
+            total = result["total"]
+            entry["models"][predictor.name] = {
+                **total["aggregations"],
+                "temporal_change": total["temporal_change"],
+                "num_frames": total["num_frames"],
+                "num_sequences": total["num_clips"],
+                "settings": result["settings"],
+                "dir": os.path.relpath(run_dir, out_dir),
+            }
+        comparison["benchmarks"][name] = entry
+    _write_json(os.path.join(out_dir, "metrics.json"), comparison)
+    _write_text(os.path.join(out_dir, "metrics.md"), comparison_markdown(comparison))
+    return comparison
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------------------
@@ -454,18 +556,40 @@ def parse_args(input_args=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL_ID, help="model folder or Hub repo id")
-    parser.add_argument("--data", required=True, help="dataset root: a folder of clip folders")
-    parser.add_argument("--out", required=True, help="output folder for the JSON files, table and heat maps")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="model to score; repeat for several. A NormalCrafter folder or Hub id (video mode), per-frame:<id>\n"
+        "(window 1), marigold:<id> (MarigoldNormalsPipeline), diffusers:<id> (any diffusers normals pipeline).\n"
+        f"Default: {DEFAULT_MODEL_ID}",
+    )
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="a folder of clip folders in our clip format")
+    data.add_argument(
+        "--benchmark",
+        action="append",
+        help="a published benchmark: dsine:{nyuv2,scannet,ibims,sintel,vkitti},\n"
+        "marigold:{nyuv2,scannet,ibims,diode,oasis}, or paper (dsine scannet, sintel, nyuv2, ibims under\n"
+        "one dsine_eval --root); NAME=DIR gives its folder; repeat for several",
+    )
+    parser.add_argument("--root", help="the benchmark's folder as published (for paper: the dsine_eval folder)")
+    parser.add_argument("--split", help="the benchmark's split file, to score exactly the frames it lists")
+    parser.add_argument("--out", required=True, help="output folder for the JSON files, tables and heat maps")
     parser.add_argument("--window-size", type=int, default=14)
     parser.add_argument("--overlap", type=int, default=4)
     parser.add_argument("--steps", type=int, default=1, help="denoising steps per window")
     parser.add_argument("--decode-chunk-size", type=int, default=7)
     parser.add_argument("--max-res", type=int, default=None, help="downscale inputs to this longer side")
     parser.add_argument("--per-frame", action="store_true", help="window 1, overlap 0: the image-model baseline")
+    parser.add_argument("--marigold-steps", type=int, default=None, help="denoising steps of marigold:/diffusers:")
+    parser.add_argument("--marigold-ensemble-size", type=int, default=None, help="ensemble of marigold:/diffusers:")
+    parser.add_argument(
+        "--marigold-processing-resolution", type=int, default=None, help="processing resolution of marigold:"
+    )
+    parser.add_argument("--baseline-seed", type=int, default=0, help="noise seed of marigold:/diffusers: models")
     parser.add_argument("--heatmaps", action="store_true", help="write per-frame angular-error images")
     parser.add_argument("--heatmap-max-deg", type=float, default=45.0)
-    parser.add_argument("--no-resume", action="store_true", help="re-score clips that already have results")
+    parser.add_argument("--no-resume", action="store_true", help="re-score sequences that already have results")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where the model loads)")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES))
     parser.add_argument("--depth-tolerance", type=float, default=0.05)
@@ -476,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `normalcrafter-evaluate` command: score, print the Markdown table and a one-line summary.
 
     Returns 0, or 1 after printing the message when the arguments, the data or the output folder are wrong (no
-    traceback: the message names the argument or clip and the fix), as `normalcrafter-publish` does.
+    traceback: the message names the argument or file and the fix), as `normalcrafter-publish` does.
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # a no-op when the caller configured logging
@@ -487,28 +611,57 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with open(os.path.join(result["out_dir"], "metrics.md")) as handle:
         print(handle.read())
-    print(f"scored {result['num_scored']} clips, reused {result['num_skipped']}; results in {result['out_dir']}")
+    print(f"scored {result['num_scored']} sequences, reused {result['num_skipped']}; results in {result['out_dir']}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> dict:
-    return evaluate_model(
-        args.model,
-        args.data,
+    models = args.model or [DEFAULT_MODEL_ID]
+    normalcrafter = {
+        "window_size": 1 if args.per_frame else args.window_size,
+        "overlap": 0 if args.per_frame else args.overlap,
+        "num_inference_steps": args.steps,
+        "decode_chunk_size": args.decode_chunk_size,
+        "max_res": args.max_res,
+        "device": args.device,
+        "dtype": args.dtype,
+    }
+    baseline_kwargs = {
+        "num_inference_steps": args.marigold_steps,
+        "ensemble_size": args.marigold_ensemble_size,
+        "processing_resolution": args.marigold_processing_resolution,
+    }
+    evaluation = {
+        "heatmaps": args.heatmaps,
+        "resume": not args.no_resume,
+        "depth_tolerance": args.depth_tolerance,
+        "heatmap_max_deg": args.heatmap_max_deg,
+    }
+    if args.data is not None:
+        benchmarks = [("clips", args.data)]
+        if args.root is not None or args.split is not None:
+            raise ValueError("`--root` and `--split` go with `--benchmark`; `--data` names the clips folder itself.")
+    else:
+        benchmarks = expand_benchmarks(args.benchmark, args.root)
+    if args.split is not None and len(benchmarks) != 1:
+        raise ValueError("`--split` names the frames of one benchmark; score one benchmark with it.")
+    if len(models) == 1 and len(benchmarks) == 1:
+        predictor = predictor_from_spec(
+            models[0], **normalcrafter, baseline_kwargs=baseline_kwargs, baseline_seed=args.baseline_seed
+        )
+        ((name, folder),) = benchmarks
+        return evaluate_model(predictor, folder, args.out, benchmark=name, split=args.split, **evaluation)
+    comparison = evaluate_comparison(
+        models,
+        [f"{name}={folder}" for name, folder in benchmarks],
         args.out,
-        window_size=args.window_size,
-        overlap=args.overlap,
-        num_inference_steps=args.steps,
-        decode_chunk_size=args.decode_chunk_size,
-        max_res=args.max_res,
-        per_frame=args.per_frame,
-        heatmaps=args.heatmaps,
-        resume=not args.no_resume,
-        device=args.device,
-        dtype=args.dtype,
-        depth_tolerance=args.depth_tolerance,
-        heatmap_max_deg=args.heatmap_max_deg,
+        **normalcrafter,
+        baseline_kwargs=baseline_kwargs,
+        baseline_seed=args.baseline_seed,
+        **evaluation,
     )
+    runs = [run for entry in comparison["benchmarks"].values() for run in entry["models"].values()]
+    return {"out_dir": os.fspath(args.out), "num_scored": len(runs), "num_skipped": 0}
 
 
 if __name__ == "__main__":

@@ -199,3 +199,82 @@ def save_tiny_dino(folder: str | os.PathLike, seed: int = 0) -> str:
     """Save `tiny_dino(seed)` to `folder` (loadable as `--dino_model folder`) and return the path."""
     tiny_dino(seed).save_pretrained(folder)
     return os.fspath(folder)
+
+
+def tiny_marigold_normals_pipeline(seed: int = 0):
+    """A diffusers `MarigoldNormalsPipeline` at toy size with seeded random weights, built in code (no download).
+
+    The components follow diffusers' own Marigold tests: a two-level `UNet2DConditionModel` taking the image and
+    normals latents (8 channels), a two-level `AutoencoderKL`, a 2-layer CLIP text encoder with a tokenizer over a
+    six-token vocabulary (the pipeline only encodes the empty prompt), and a DDIM scheduler; one denoising step at a
+    processing resolution of 32 by default.
+    """
+    import json
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDIMScheduler, MarigoldNormalsPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=6,
+        )
+    )
+    vocabulary = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3, "c</w>": 4, "!</w>": 5}
+    with tempfile.TemporaryDirectory() as folder:
+        vocab_file, merges_file = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+        with open(vocab_file, "w") as handle:
+            json.dump(vocabulary, handle)
+        with open(merges_file, "w") as handle:
+            handle.write("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(vocab_file, merges_file, model_max_length=8)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+    )
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    return MarigoldNormalsPipeline(
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        prediction_type="normals",
+        use_full_z_range=True,
+        default_denoising_steps=1,
+        default_processing_resolution=32,
+    )
