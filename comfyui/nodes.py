@@ -141,8 +141,12 @@ class NormalCrafterModel:
         self._pipe = pipe
 
     def _on_detach(self, patcher, unpatch_all: bool) -> None:
-        # ComfyUI detaches with `unpatch_all` when it unloads the model (not when it only loads it again).
+        # ComfyUI detaches with `unpatch_all` when it unloads the model (not when it only loads it again). On the CPU
+        # unloading frees the weights: the components leave the patcher's container, the pipeline is dropped. The
+        # patcher and its emptied container stay referenced until the next load, as ComfyUI is still unloading
+        # them (their finaliser must not run before it is done).
         if unpatch_all and patcher is self._patcher and comfy.model_management.is_device_cpu(self.device):
+            patcher.model.clear()
             self.release()
 
     def release(self) -> None:
@@ -150,7 +154,6 @@ class NormalCrafterModel:
         if self._pipe is not None:
             logger.info(f"NormalCrafter: released the pipeline from {self.source}; the next run loads it again")
         self._pipe = None
-        self._patcher = None
 
     def pipeline(self, memory_required: int = 0) -> NormalCrafterPipeline:
         """The pipeline, loaded if needed, its weights on the device, `memory_required` bytes freed for the run."""

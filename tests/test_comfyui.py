@@ -261,7 +261,9 @@ def test_saved_normals_equal_the_pipeline(server, model_dir):
     ours = _saved(entry, "4")
     npz = np.load(output / ours["npz"]["subfolder"] / ours["npz"]["filename"])["normal"]
     assert npz.dtype == np.float32
-    np.testing.assert_array_equal(npz, expected)
+    # Equal up to float32 rounding: run in ComfyUI's server the same pipeline on the same frames differs from this
+    # process in the last bits (2.6e-5 at most seen; in one process with ComfyUI imported they are bit-identical).
+    np.testing.assert_allclose(npz, expected, rtol=0, atol=1e-4)
     import OpenEXR
 
     exr_dir = output / ours["exr"]["subfolder"] / ours["exr"]["filename"]
@@ -269,14 +271,14 @@ def test_saved_normals_equal_the_pipeline(server, model_dir):
     assert len(exr_frames) == FRAMES
     for index, path in enumerate(exr_frames):
         with OpenEXR.File(str(path)) as exr:
-            np.testing.assert_array_equal(exr.channels()["RGB"].pixels, expected[index])
+            np.testing.assert_array_equal(exr.channels()["RGB"].pixels, npz[index])  # the same floats
     png_dir = output / ours["png16"]["subfolder"] / ours["png16"]["filename"]
     decoded = np.stack([NormalsProcessor.from_uint16(read_png16(path)) for path in sorted(png_dir.glob("*.png"))])
-    np.testing.assert_allclose(decoded, expected, atol=1.0 / 65535 + 1e-7)
+    np.testing.assert_allclose(decoded, npz, rtol=0, atol=1.0 / 65535 + 1e-7)
 
     flipped = _saved(entry, "6")
-    npz = np.load(output / flipped["npz"]["subfolder"] / flipped["npz"]["filename"])["normal"]
-    np.testing.assert_array_equal(npz, expected * np.float32([-1, -1, -1]))  # opencv (1, -1, -1), then x flipped
+    opencv = np.load(output / flipped["npz"]["subfolder"] / flipped["npz"]["filename"])["normal"]
+    np.testing.assert_array_equal(opencv, npz * np.float32([-1, -1, -1]))  # opencv (1, -1, -1), then x flipped
 
     assert server.log_text().count("NormalCrafter: loading the pipeline from") == 1  # one load for both estimates
     leftovers = [path.name for path in output.rglob("*") if "partial" in path.name or path.name.startswith(".")]
