@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("comfyui")]  # one server for the module, one worker
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO.parent / "shared" / "comfyui" / "ComfyUI-0.3.64.tar.gz"
@@ -393,14 +393,31 @@ def test_free_releases_the_model_and_the_next_run_loads_it_again(server):
     assert server.log_text().count("NormalCrafter: loading the pipeline from") == loads + 1
 
 
+def test_example_workflow_matches_the_nodes_the_server_lists(server):
+    """Every node of the shipped example workflow exists in this ComfyUI, and every input it sets is one that node
+    declares (the example needs the released model and a clip, so it is checked, not run)."""
+    info = server.get("/object_info")
+    workflow = json.loads((PACK / "example_workflows" / "normalcrafter_video_api.json").read_text())
+    assert {node["class_type"] for node in workflow.values()} >= NODE_IDS - {"NormalCrafterLoadFrames"}
+    for node_id, node in workflow.items():
+        assert node["class_type"] in info, node["class_type"]
+        declared = info[node["class_type"]]["input"]
+        names = set(declared.get("required", {})) | set(declared.get("optional", {}))
+        assert set(node["inputs"]) <= names, (node_id, set(node["inputs"]) - names)
+        for value in node["inputs"].values():
+            if isinstance(value, list):  # a link: [source node, output index]
+                assert value[0] in workflow and value[1] < len(info[workflow[value[0]]["class_type"]]["output"])
+
+
 @pytest.mark.browser
 def test_page_lists_the_nodes(server, tmp_path):
-    """Headless Chromium opens ComfyUI's page; the page's own /object_info lists the pack's nodes; a screenshot of
-    the page is kept."""
+    """Headless Chromium opens ComfyUI's page: its front end registers the pack's nodes, loads the example workflow
+    onto the canvas, and the page's own /object_info lists the nodes; a screenshot of the page is kept."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         _missing("needs chromium and chromedriver (apt install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -418,6 +435,17 @@ def test_page_lists_the_nodes(server, tmp_path):
                 " && window.LiteGraph.registered_node_types['NormalCrafterEstimateNormals']);"
             )
         )
+        # Show the pack's nodes on the canvas: the example workflow, loaded as the browser's Workflow > Open does.
+        driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)  # the template dialog of a first visit
+        example = json.loads((PACK / "example_workflows" / "normalcrafter_video_api.json").read_text())
+        driver.execute_async_script(
+            "const [workflow, done] = arguments;"
+            "Promise.resolve(window.app.loadApiJson(workflow, 'normalcrafter_video_api.json'))"
+            ".then(() => done(true));",
+            example,
+        )
+        on_canvas = driver.execute_script("return window.app.graph._nodes.map(node => node.type);")
+        time.sleep(1)  # let the canvas draw
         listed = driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "fetch('/object_info').then(r => r.json()).then(info => done(Object.keys(info)));"
@@ -429,4 +457,5 @@ def test_page_lists_the_nodes(server, tmp_path):
         with contextlib.suppress(Exception):
             driver.quit()
     assert NODE_IDS <= set(listed)
+    assert set(on_canvas) == {node["class_type"] for node in example.values()}
     assert screenshot.stat().st_size > 0
