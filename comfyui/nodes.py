@@ -105,7 +105,7 @@ class NormalCrafterModel:
     models", `/free`) and the device is the CPU, where there is no other memory to move the weights to, the pipeline
     is dropped; `pipeline()` loads it again from its source on the next run. The `model` and `sequential` offload
     modes use diffusers' CPU offload hooks, which move each component (or layer) to the accelerator only while it
-    runs; ComfyUI frees memory for them before each run.
+    runs; ComfyUI frees room for the largest of them (the UNet) before each run.
     """
 
     def __init__(self, source: str, base_model: str, dtype: torch.dtype, offload: str, device: torch.device):
@@ -116,10 +116,7 @@ class NormalCrafterModel:
         self.device = device
         self._pipe: NormalCrafterPipeline | None = None
         self._patcher: comfy.model_patcher.ModelPatcher | None = None
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._pipe is not None
+        self._offloaded_peak = 0
 
     def _load(self) -> None:
         logger.info(f"NormalCrafter: loading the pipeline from {self.source} ({self.dtype}, offload {self.offload})")
@@ -129,6 +126,9 @@ class NormalCrafterModel:
             pipe.enable_model_cpu_offload(device=self.device)
         elif self.offload == "sequential":
             pipe.enable_sequential_cpu_offload(device=self.device)
+        if self.offload != "none":
+            # The most that offload holds on the device at once: the UNet while it runs (less when sequential).
+            self._offloaded_peak = comfy.model_management.module_size(pipe.unet)
         else:
             components = torch.nn.ModuleDict({"unet": pipe.unet, "vae": pipe.vae, "image_encoder": pipe.image_encoder})
             patcher = comfy.model_patcher.ModelPatcher(
@@ -164,7 +164,7 @@ class NormalCrafterModel:
                 [self._patcher], memory_required=memory_required, force_full_load=True
             )
         elif not comfy.model_management.is_device_cpu(self.device):
-            comfy.model_management.free_memory(memory_required, self.device)
+            comfy.model_management.free_memory(memory_required + self._offloaded_peak, self.device)
         return self._pipe
 
 
