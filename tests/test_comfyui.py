@@ -288,7 +288,7 @@ def test_saved_normals_equal_the_pipeline(server, model_dir):
 
 def test_interrupt_stops_the_run_and_leaves_no_file(server):
     """A long run (24 frames, 8 steps a window) interrupted once frames are flowing ends as interrupted in the
-    history, well before it would have finished, and nothing of its save node is in the output folder."""
+    history, inside the estimate node, and nothing of its save node is in the output folder."""
     workflow = {
         "1": _loader(),
         "2": {"class_type": "NormalCrafterLoadFrames", "inputs": {"folder": "long", "skip_first": 0, "max_frames": 0}},
@@ -306,8 +306,10 @@ def test_interrupt_stops_the_run_and_leaves_no_file(server):
     entry = server.wait(prompt_id)
     assert time.monotonic() - started < 30
     assert entry["status"]["status_str"] == "error"
-    kinds = [kind for kind, _ in entry["status"]["messages"]]
-    assert "execution_interrupted" in kinds, kinds
+    interrupted = [data for kind, data in entry["status"]["messages"] if kind == "execution_interrupted"]
+    assert interrupted, entry["status"]["messages"]
+    # Stopped inside the estimate node (between its frames), not after it at the next node.
+    assert interrupted[0]["node_id"] == "3" and "3" not in interrupted[0]["executed"], interrupted[0]
     assert not (server.base / "output" / "interrupted").exists() or not any(
         (server.base / "output" / "interrupted").iterdir()
     )
