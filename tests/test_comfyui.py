@@ -400,7 +400,7 @@ def test_example_workflow_matches_the_nodes_the_server_lists(server):
     """Every node of the shipped example workflow exists in this ComfyUI, and every input it sets is one that node
     declares (the example needs the released model and a clip, so it is checked, not run)."""
     info = server.get("/object_info")
-    workflow = json.loads((PACK / "example_workflows" / "normalcrafter_video_api.json").read_text())
+    workflow = json.loads((PACK / "api_workflows" / "normalcrafter_video_api.json").read_text())
     assert {node["class_type"] for node in workflow.values()} >= NODE_IDS - {"NormalCrafterLoadFrames"}
     for node_id, node in workflow.items():
         assert node["class_type"] in info, node["class_type"]
@@ -414,8 +414,9 @@ def test_example_workflow_matches_the_nodes_the_server_lists(server):
 
 @pytest.mark.browser
 def test_page_lists_the_nodes(server, tmp_path):
-    """Headless Chromium opens ComfyUI's page: its front end registers the pack's nodes, loads the example workflow
-    onto the canvas, and the page's own /object_info lists the nodes; a screenshot of the page is kept."""
+    """Headless Chromium opens ComfyUI's page: its front end registers the pack's nodes, loads the UI-format example
+    workflow onto the canvas (the nodes of the API-format one), and the page's own /object_info lists the nodes; a
+    screenshot of the page is kept."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         _missing("needs chromium and chromedriver (apt install chromium chromium-driver)")
     from selenium import webdriver
@@ -438,27 +439,31 @@ def test_page_lists_the_nodes(server, tmp_path):
                 " && window.LiteGraph.registered_node_types['NormalCrafterEstimateNormals']);"
             )
         )
-        # Show the pack's nodes on the canvas: the example workflow, loaded as the browser's Workflow > Open does.
+        # Show the pack's nodes on the canvas: the UI-format example, loaded as a template is.
         driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)  # the template dialog of a first visit
-        example = json.loads((PACK / "example_workflows" / "normalcrafter_video_api.json").read_text())
+        example = json.loads((PACK / "example_workflows" / "normalcrafter_video.json").read_text())
         driver.execute_async_script(
             "const [workflow, done] = arguments;"
-            "Promise.resolve(window.app.loadApiJson(workflow, 'normalcrafter_video_api.json'))"
-            ".then(() => done(true));",
+            "Promise.resolve(window.app.loadGraphData(workflow)).then(() => done(true));",
             example,
         )
         on_canvas = driver.execute_script("return window.app.graph._nodes.map(node => node.type);")
-        time.sleep(1)  # let the canvas draw
+        time.sleep(1)  # let the canvas draw (and any alert about the file show)
+        page_text = driver.find_element("tag name", "body").text
         listed = driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "fetch('/object_info').then(r => r.json()).then(info => done(Object.keys(info)));"
         )
-        screenshot = tmp_path / "comfyui_page.png"
+        artefacts = Path(os.environ.get("ARTEFACTS_DIR") or tmp_path)  # CI keeps them in ./artefacts
+        artefacts.mkdir(parents=True, exist_ok=True)
+        screenshot = artefacts / "comfyui_page.png"
         driver.save_screenshot(str(screenshot))
         print(f"screenshot of ComfyUI's page: {screenshot}")
     finally:
         with contextlib.suppress(Exception):
             driver.quit()
     assert NODE_IDS <= set(listed)
-    assert set(on_canvas) == {node["class_type"] for node in example.values()}
+    assert "Invalid workflow" not in page_text  # the front end's schema check accepts the file
+    api = json.loads((PACK / "api_workflows" / "normalcrafter_video_api.json").read_text())
+    assert sorted(on_canvas) == sorted(node["class_type"] for node in api.values())  # the UI file is the API file
     assert screenshot.stat().st_size > 0
