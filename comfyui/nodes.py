@@ -354,9 +354,8 @@ class NormalCrafterEstimateNormals(io.ComfyNode):
                 done += chunk.shape[0]
         except Exception as error:
             if is_out_of_memory(error):
-                raise RuntimeError(
-                    out_of_memory_advice(window, resolution, handle.offload, (height, width))
-                ) from error
+                offload = None if comfy.model_management.is_device_cpu(handle.device) else handle.offload
+                raise RuntimeError(out_of_memory_advice(window, resolution, offload, (height, width))) from error
             raise
         visualization = torch.from_numpy(NormalsProcessor.visualize_normals(normals.numpy())).float() / 255.0
         return io.NodeOutput(visualization, normals)

@@ -131,21 +131,37 @@ def model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(comfyui_dir, comfyui_python, model_dir):
-    base = model_dir.parents[2]
-    (base / "custom_nodes").mkdir()
+@contextlib.contextmanager
+def _running_comfyui(comfyui_dir: Path, python: Path, base: Path, model_dir: Path, address_space: int | None = None):
+    """ComfyUI serving from `base` (the pack linked in, the tiny model, the test inputs); `address_space` caps the
+    server's virtual memory (RLIMIT_AS, bytes), a memory budget that a large request exceeds at once."""
+    (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / "comfyui-normalcrafter").symlink_to(PACK, target_is_directory=True)
     for name in ("input", "output", "temp", "user"):
         (base / name).mkdir()
+    if not (base / "models").exists():
+        (base / "models").symlink_to(model_dir.parents[1], target_is_directory=True)
     _write_inputs(base / "input")
     port = _free_port()
     log = base / "comfyui.log"
-    command = [str(comfyui_python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
+    command = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
     command += ["--base-directory", str(base), "--disable-auto-launch"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def limit_memory():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
     with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=comfyui_dir, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            command,
+            cwd=comfyui_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=limit_memory if address_space else None,
+        )
     running = ComfyServer(f"http://127.0.0.1:{port}", base, log, process)
     started = time.monotonic()
     try:
@@ -164,6 +180,12 @@ def server(comfyui_dir, comfyui_python, model_dir):
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(comfyui_dir, comfyui_python, model_dir):
+    with _running_comfyui(comfyui_dir, comfyui_python, model_dir.parents[2], model_dir) as running:
+        yield running
 
 
 def _frames(seed: int, count: int, height: int, width: int) -> np.ndarray:
@@ -410,6 +432,27 @@ def test_example_workflow_matches_the_nodes_the_server_lists(server):
         for value in node["inputs"].values():
             if isinstance(value, list):  # a link: [source node, output index]
                 assert value[0] in workflow and value[1] < len(info[workflow[value[0]]["class_type"]]["output"])
+
+
+def test_a_run_over_the_memory_budget_names_the_settings_to_lower(comfyui_dir, comfyui_python, model_dir, tmp_path):
+    """A server capped at 4 GiB of address space (its own start-up takes about 1.2): frames processed at 4096 pixels
+    need more, and the run ends as a node error that names `window_size` and `processing_resolution` (not
+    `offload`, which does nothing on the CPU); the same workflow at the frames' own size then succeeds on the same
+    server."""
+    with _running_comfyui(comfyui_dir, comfyui_python, tmp_path / "base", model_dir, address_space=4 << 30) as capped:
+        workflow = {
+            "1": _loader(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "clip.tiff"}},
+            "3": _estimate(["2", 0], window=3, overlap=1, steps=1, resolution=4096),
+            "4": _save(["3", 1], "budget/run", exr=False, png16=False),
+        }
+        message = _error_message(capped.wait(capped.queue(workflow)))
+        assert message.startswith("Not enough memory for this run"), message
+        for setting in ("`window_size` (now 3", "`processing_resolution` (now 4096"):
+            assert setting in message, message
+        assert "`offload`" not in message
+        workflow["3"] = _estimate(["2", 0], window=3, overlap=1, steps=1, resolution=0)
+        assert capped.wait(capped.queue(workflow))["status"]["status_str"] == "success"
 
 
 @pytest.mark.browser

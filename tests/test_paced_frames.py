@@ -54,7 +54,7 @@ def test_out_of_memory_is_recognised():
 
 @pytest.mark.parametrize(
     ("offload", "next_mode"),
-    [("none", "`offload` to `model`"), ("model", "`offload` to `sequential`"), ("sequential", None)],
+    [("none", "`offload` to `model`"), ("model", "`offload` to `sequential`"), ("sequential", None), (None, None)],
 )
 def test_advice_names_the_settings_to_lower(offload, next_mode):
     advice = out_of_memory_advice(14, 1024, offload, (720, 1280))

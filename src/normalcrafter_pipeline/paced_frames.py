@@ -59,17 +59,18 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def out_of_memory_advice(
-    window_size: int, processing_resolution: int, offload: str, frame_size: tuple[int, int]
+    window_size: int, processing_resolution: int, offload: str | None, frame_size: tuple[int, int]
 ) -> str:
     """What to lower when a run with these settings ran out of memory, most effective first: `window_size` (the
     frames denoised together; memory grows with it), `processing_resolution` (memory grows with the pixels the
-    model sees; 0 means the frames' own `frame_size` (H, W)), then the `offload` mode."""
+    model sees; 0 means the frames' own `frame_size` (H, W)), then the `offload` mode (None: offloading is not
+    available, as on the CPU, and is not suggested)."""
     height, width = frame_size
     longest = processing_resolution or max(height, width)
     now = processing_resolution or "0, the frames' own size"
     steps = [
         f"lower `window_size` (now {window_size}; overlap must stay below it)",
-        f"lower `processing_resolution` (now {now}: a longest side of {longest} px; 576 or 512 keeps most detail)",
+        f"lower `processing_resolution` (now {now}: a longest side of {longest} px)",
     ]
     if offload == "none":
         steps.append("set `offload` to `model` (components moved to the device one at a time)")
