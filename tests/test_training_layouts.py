@@ -368,3 +368,27 @@ def test_hypersim_without_h5py_says_how_to_install_it(tmp_path, monkeypatch, cap
         open_layout(f"hypersim:{tmp_path / 'hs'}")
     status, ran = _script_check([f"hypersim:{tmp_path / 'hs'}"], tmp_path)
     assert (status, ran) == (2, []) and "needs h5py" in capsys.readouterr().err
+
+
+def test_the_evaluator_scores_a_training_layout_named_layout_path(tmp_path, capsys):
+    """`normalcrafter-evaluate --data rendered:PATH` (and any `LAYOUT:PATH`) reads the set as published: the ground
+    truth given back scores 0 degrees and a 90-degree error scores 90, on the pixels the layout marks valid."""
+    from normalcrafter_pipeline import evaluation
+    from normalcrafter_pipeline.evaluation_models import CallablePredictor
+
+    write_rendered(tmp_path / "data", name="seq_a", world=True)
+    root = f"rendered:{tmp_path / 'data'}"
+    truth = scene()[1].astype(np.float32)
+    exact = CallablePredictor(lambda frames: np.broadcast_to(truth, frames.shape).copy(), "truth")
+    result = evaluation.evaluate_model(exact, root, tmp_path / "exact", show_progress=False)
+    pooled = result["total"]["aggregations"]["pooled_pixels"]
+    assert pooled["mean"] < 1e-3 and pooled["num_pixels"] == 3 * (H - 1) * (W - 2)
+
+    sideways = np.broadcast_to(np.array([1.0, 0.0, 0.0], np.float32), truth.shape)
+    turned = CallablePredictor(lambda frames: np.broadcast_to(sideways, frames.shape).copy(), "sideways")
+    result = evaluation.evaluate_model(turned, root, tmp_path / "turned", show_progress=False)
+    assert result["total"]["aggregations"]["pooled_pixels"]["mean"] == pytest.approx(90.0, abs=1e-3)
+
+    assert evaluation.main(["--data", f"rendred:{tmp_path / 'data'}", "--out", str(tmp_path / "typo")]) == 1
+    assert "names the layout 'rendred'" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()

@@ -564,7 +564,11 @@ def parse_args(input_args=None) -> argparse.Namespace:
         f"Default: {DEFAULT_MODEL_ID}",
     )
     data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", help="a folder of clip folders in our clip format")
+    data.add_argument(
+        "--data",
+        help="a folder of clip folders in our clip format, or a training set as published: LAYOUT:PATH with LAYOUT "
+        "one of hypersim, matrixcity, kenburns, rendered",
+    )
     data.add_argument(
         "--benchmark",
         action="append",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from ..clips import list_clips
+from ..layouts import open_layout, parse_layout
 from ..sequences import ClipFolderSequence
 from .dsine import DSINE_SETS, dsine_sequences
 from .marigold import MARIGOLD_SETS, marigold_sequences
@@ -54,7 +55,9 @@ def open_benchmark(name: str, root: str | os.PathLike, split: str | os.PathLike 
     Args:
         name: one of `BENCHMARK_NAMES` (`dsine:sintel`, `marigold:nyuv2`, `clips`, ...).
         root: the set's own folder as published (for DSINE, the folder holding `<scene>/<id>_img.png`; for Marigold,
-            the folder its split file is relative to; for `clips`, a folder of clip folders).
+            the folder its split file is relative to; for `clips`, a folder of clip folders, or a training set as
+            published named `LAYOUT:PATH` (`formats.layouts.open_layout`: `hypersim:`, `matrixcity:`, `kenburns:`,
+            `rendered:`)).
         split: optional split file of the set's protocol (DSINE: `<scene>/<id>_img.png` per line; Marigold:
             `<image> <normal>` per line) to read exactly the frames it lists.
 
@@ -70,4 +73,6 @@ def open_benchmark(name: str, root: str | os.PathLike, split: str | os.PathLike 
         return marigold_sequences(root, set_name, split)
     if split is not None:
         raise ValueError("`split` applies to dsine: and marigold: benchmarks; a clips root is read whole.")
+    if isinstance(root, str) and parse_layout(root)[0] != "clips":
+        return open_layout(root)  # a training set as published: `hypersim:PATH`, `matrixcity:PATH`, ...
     return [ClipFolderSequence(folder) for folder in list_clips(root)]
