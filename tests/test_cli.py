@@ -18,7 +18,7 @@ from test_video_io import decode_all, make_frames, write_video
 
 from normalcrafter_pipeline import NormalCrafterPipeline, cli
 from normalcrafter_pipeline.formats.png16 import read_png16
-from normalcrafter_pipeline.normals_processor import NormalsProcessor
+from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.video_io import read_video
 

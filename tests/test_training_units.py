@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from normalcrafter_pipeline.pipeline_normalcrafter import predict_window_latents
+from normalcrafter_pipeline.normalcrafter_windows import predict_window_latents
 from normalcrafter_pipeline.testing_utils import svd_xt_scheduler, tiny_dino, tiny_pipeline
 from normalcrafter_pipeline.training import (
     DinoFeatures,

@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 
 from normalcrafter_pipeline.formats.png16 import read_png16
-from normalcrafter_pipeline.normals_processor import NormalsProcessor
+from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
 from normalcrafter_pipeline.video_io import (
     ExrSequenceWriter,
     NormalsVideoWriter,

@@ -42,7 +42,9 @@ from .metrics import (
     reprojection_error,
     temporal_change_error,
 )
-from .pipeline_normalcrafter import DEFAULT_MODEL_ID, NormalCrafterPipeline, check_window_args, normalize_normals
+from .normalcrafter_checks import DEFAULT_MODEL_ID, check_window_args
+from .normalcrafter_video_processor import normalize_normals
+from .pretrained import NormalCrafterPipeline
 from .video_io import atomic_output
 
 logger = logging.getLogger(__name__)

@@ -54,7 +54,7 @@ for normals in pipe.stream(read_video("clip.mp4", max_res=1024)):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from .pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
+    from .normalcrafter_checks import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
 
     parser = argparse.ArgumentParser(
         prog="normalcrafter-publish",
@@ -107,7 +107,7 @@ def build_repo(
     """Write the complete repo folder `output_dir` (under a temporary name first, renamed when complete)."""
     import torch
 
-    from .pipeline_normalcrafter import NormalCrafterPipeline
+    from .pretrained import NormalCrafterPipeline
     from .video_io import atomic_output
 
     output_dir = Path(output_dir)
@@ -128,7 +128,7 @@ def build_repo(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .pipeline_normalcrafter import upload_folder_to_hub
+    from .hub_publishing import upload_folder_to_hub
 
     repo_id = args.repo_id or DEFAULT_REPO_ID
     try:

@@ -45,7 +45,7 @@ import numpy as np
 import PIL.Image
 
 from .formats.png16 import write_png16
-from .normals_processor import NormalsProcessor
+from .normalcrafter_normals_processor import NormalsProcessor
 
 # The stdlib logger (not diffusers'): the command line imports this module to check its inputs before it imports
 # torch, diffusers or transformers.
@@ -68,7 +68,17 @@ class _DropRotationSizeNotice(logging.Filter):
         return not str(record.msg).startswith("The frame size for reading")
 
 
-logging.getLogger("imageio_ffmpeg").addFilter(_DropRotationSizeNotice())
+@contextlib.contextmanager
+def _rotation_notice_dropped() -> Iterator[None]:
+    """[`_DropRotationSizeNotice`] on imageio-ffmpeg's logger while our reader parses a video's header, and only
+    then: the user's own use of imageio-ffmpeg keeps its warnings."""
+    emitter = logging.getLogger("imageio_ffmpeg")
+    notice_filter = _DropRotationSizeNotice()
+    emitter.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        emitter.removeFilter(notice_filter)
 
 
 class VideoReadError(ValueError):
@@ -221,7 +231,8 @@ class VideoReader:
         generator = imageio_ffmpeg.read_frames(str(self.path), pix_fmt="rgb24")
         yielded = 0
         try:
-            meta = next(generator)
+            with _rotation_notice_dropped():
+                meta = next(generator)
             width, height = meta["size"]  # ffmpeg's size after rotation metadata is applied
             for index, buffer in enumerate(generator):
                 if yielded >= self.num_frames:
@@ -311,7 +322,8 @@ def _probe_video(path: Path) -> tuple[float, tuple[int, int], int]:
     try:
         generator = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
         try:
-            meta = next(generator)
+            with _rotation_notice_dropped():
+                meta = next(generator)
         finally:
             generator.close()
         num_frames = _count_video_frames(path)

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 from ..formats.clips import list_clips
-from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID
+from ..normalcrafter_checks import DEFAULT_BASE_MODEL_ID
 from .checkpointing import checkpoint_to_resume
 from .sfr import DEFAULT_DINO_MODEL
 
