@@ -63,7 +63,7 @@ def make_video(path: Path, num_frames: int, height: int, width: int, fps: float 
     """A synthetic panning video, written frame by frame."""
     import numpy as np
 
-    from normalcrafter_pipeline.video_io import VideoWriter
+    from normalcrafter_pipeline.normals_writers import VideoWriter
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (height // 8, width // 8 * 2, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)

@@ -47,12 +47,10 @@ _NAME_TO_MODULE = {
             "NpzWriter",
             "Png16SequenceWriter",
             "SideBySideVideoWriter",
-            "VideoReader",
-            "VideoReadError",
-            "read_video",
         ),
-        "video_io",
+        "normals_writers",
     ),
+    **dict.fromkeys(("VideoReader", "VideoReadError", "read_video"), "video_io"),
 }
 
 
@@ -112,19 +110,17 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .normalcrafter_normals_processor import NormalsProcessor
     from .normalcrafter_unet import NormalCrafterUNet
     from .normalcrafter_video_processor import NormalCrafterVideoProcessor
-    from .pipeline_normalcrafter import NormalCrafterPipelineOutput
-    from .pretrained import NormalCrafterPipeline
-    from .video_io import (
+    from .normals_writers import (
         ExrSequenceWriter,
         NormalsVideoWriter,
         NpyWriter,
         NpzWriter,
         Png16SequenceWriter,
         SideBySideVideoWriter,
-        VideoReader,
-        VideoReadError,
-        read_video,
     )
+    from .pipeline_normalcrafter import NormalCrafterPipelineOutput
+    from .pretrained import NormalCrafterPipeline
+    from .video_io import VideoReader, VideoReadError, read_video
 
 
 __all__ = [

@@ -245,7 +245,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.process_length == 0 or args.process_length < -1:
         raise UsageError(f"--process-length must be -1 (all frames) or >= 1, got {args.process_length}.")
     if "exr" in args.save:  # found now rather than after the model has loaded
-        from normalcrafter_pipeline.video_io import openexr_missing_reason
+        from normalcrafter_pipeline.normals_writers import openexr_missing_reason
 
         reason = openexr_missing_reason()
         if reason is not None:
@@ -508,9 +508,9 @@ def main(argv: list[str] | None = None) -> int:
             return _main(argv, handlers)
         except (Interrupted, KeyboardInterrupt) as interrupt:
             signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
-            video_io = sys.modules.get("normalcrafter_pipeline.video_io")
-            if video_io is not None:  # no writer ran without it
-                video_io.remove_own_partials()
+            writers = sys.modules.get("normalcrafter_pipeline.normals_writers")
+            if writers is not None:  # no writer ran without it
+                writers.remove_own_partials()
             name = signal.Signals(signum).name
             print_error(f"interrupted by {name}; partial outputs were removed, finished outputs kept.")
             return 128 + signum
@@ -545,7 +545,8 @@ def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
     import torch
     from accelerate import PartialState
 
-    from normalcrafter_pipeline.video_io import read_video, remove_stale_partials
+    from normalcrafter_pipeline.normals_writers import remove_stale_partials
+    from normalcrafter_pipeline.video_io import read_video
 
     # accelerate counts the processes of a launch on CPUs (`--multi_gpu` on a machine without GPUs, or --device
     # cpu) only when asked for CPU processes; otherwise each would see itself alone and do every input.

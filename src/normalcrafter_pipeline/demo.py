@@ -190,7 +190,7 @@ class WorkArea:
     @staticmethod
     def remove_stale(parent: str | os.PathLike | None = None) -> list[Path]:
         """Remove the areas of demo servers that no longer run (killed by SIGKILL or the OOM killer)."""
-        from normalcrafter_pipeline.video_io import process_is_running
+        from normalcrafter_pipeline.normals_writers import process_is_running
 
         parent = Path(parent or tempfile.gettempdir())
         removed = []
@@ -278,7 +278,7 @@ class Models:
 def zip_folder(folder: Path, destination: Path) -> Path:
     """Zip the files of `folder` (sorted, stored without compression: PNG and EXR are compressed already) into
     `destination`, written under a temporary name and renamed when complete."""
-    from normalcrafter_pipeline.video_io import atomic_output
+    from normalcrafter_pipeline.normals_writers import atomic_output
 
     with atomic_output(destination) as partial:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from normalcrafter_pipeline.video_io import openexr_missing_reason
+    from normalcrafter_pipeline.normals_writers import openexr_missing_reason
 
     if not args.verbose:
         cli.quiet_libraries()

@@ -45,7 +45,7 @@ from .metrics import (
 from .model_setup import load_pipeline, resolve_dtype
 from .normalcrafter_checks import DEFAULT_MODEL_ID, check_window_args
 from .normalcrafter_video_processor import normalize_normals
-from .video_io import atomic_output
+from .normals_writers import atomic_output
 
 logger = logging.getLogger(__name__)
 

@@ -109,8 +109,8 @@ def build_repo(
     """Write the complete repo folder `output_dir` (under a temporary name first, renamed when complete)."""
     import torch
 
+    from .normals_writers import atomic_output
     from .pretrained import NormalCrafterPipeline
-    from .video_io import atomic_output
 
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)

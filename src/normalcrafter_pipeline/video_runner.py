@@ -73,7 +73,7 @@ def output_paths(source: Path, output_dir: Path | None, formats: list[str]) -> d
 def open_writers(job: Job, reader, stack: contextlib.ExitStack, options: RunOptions) -> list:
     """Open a writer for each output of `job`, entered on `stack` (dropped unless renamed when complete)."""
     from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
-    from normalcrafter_pipeline.video_io import (
+    from normalcrafter_pipeline.normals_writers import (
         ExrSequenceWriter,
         NormalsVideoWriter,
         NpyWriter,
@@ -261,7 +261,8 @@ def process_video(
     `progress.update(n)` (a tqdm bar, say) is called as normals come out; the renaming of the outputs runs inside
     `commit_guard()` (the command line defers signals there, so an input is done or not, never half-done).
     """
-    from normalcrafter_pipeline.video_io import VideoReadError, close_together
+    from normalcrafter_pipeline.normals_writers import close_together
+    from normalcrafter_pipeline.video_io import VideoReadError
 
     stats = VideoStats()
     start = time.perf_counter()

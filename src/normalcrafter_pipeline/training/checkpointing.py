@@ -11,7 +11,7 @@ import shutil
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
-from ..video_io import atomic_output
+from ..normals_writers import atomic_output
 from .unwrap import unwrap_model
 
 logger = get_logger(__name__)
