@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import glob
 import logging
@@ -381,18 +382,8 @@ def plan_jobs(inputs: list[Path], output_dir: Path | None, formats: list[str]) -
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    """The runner's options from the command line's."""
-    return RunOptions(
-        window_size=args.window_size,
-        overlap=args.overlap,
-        steps=args.steps,
-        decode_chunk_size=args.decode_chunk_size,
-        convention=args.convention,
-        flip_x=args.flip_x,
-        flip_y=args.flip_y,
-        flip_z=args.flip_z,
-        exr_dtype=args.exr_dtype,
-    )
+    """The runner's options from the command line's (each flag is named as the option it sets)."""
+    return RunOptions(**{option.name: getattr(args, option.name) for option in dataclasses.fields(RunOptions)})
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ The standard library only: the command line imports this module to answer a usag
 loads, and the pipeline imports it for the same checks (it is one of the Hub code's files).
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 DEFAULT_MODEL_ID = "Yanrui95/NormalCrafter"
@@ -43,6 +44,11 @@ class StreamSettings:
     match_input_resolution: bool = True
     resample_method_input: str = "bilinear"
     resample_method_output: str = "bilinear"
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> "StreamSettings":
+        """The settings among `arguments` by name (a call's `locals()`: `stream` and `__call__` take them all)."""
+        return cls(**{field.name: arguments[field.name] for field in fields(cls)})
 
     def __post_init__(self):
         check_window_args(self.window_size, self.overlap)

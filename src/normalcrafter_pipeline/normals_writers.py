@@ -45,6 +45,13 @@ from .normalcrafter_normals_processor import NormalsProcessor
 logger = logging.getLogger(__name__)
 
 
+def _array_shape(num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """`(F, H, W, 3)` of a video's array of normals, every size checked."""
+    if num_frames < 1 or height < 1 or width < 1:
+        raise ValueError(f"`num_frames`, `height`, `width` must be >= 1, got {num_frames}, {height}, {width}.")
+    return int(num_frames), int(height), int(width), 3
+
+
 def _as_chunk(array: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 3:
@@ -406,9 +413,7 @@ class NpyWriter(_AtomicOutput):
         axis_signs: Sequence[float] | None = None,
     ):
         super().__init__(path, axis_signs=axis_signs)
-        if num_frames < 1 or height < 1 or width < 1:
-            raise ValueError(f"`num_frames`, `height`, `width` must be >= 1, got {num_frames}, {height}, {width}.")
-        self.shape = (int(num_frames), int(height), int(width), 3)
+        self.shape = _array_shape(num_frames, height, width)
         self.dtype = np.dtype(dtype)
         array = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=self.dtype, shape=self.shape)
         self._data_offset = array.offset  # bytes of the .npy header
@@ -476,9 +481,7 @@ class NpzWriter(_AtomicOutput):
         self._zip: zipfile.ZipFile | None = None
         self._member = None
         try:
-            if num_frames < 1 or height < 1 or width < 1:
-                raise ValueError(f"`num_frames`, `height`, `width` must be >= 1, got {num_frames}, {height}, {width}.")
-            self.shape = (int(num_frames), int(height), int(width), 3)
+            self.shape = _array_shape(num_frames, height, width)
             self.dtype = np.dtype(dtype)
             self.key = key
             self._zip, self._member = self._open_member(self.temp_path, self.shape)

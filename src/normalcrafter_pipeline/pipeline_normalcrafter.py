@@ -301,18 +301,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
         Yields:
             Consecutive chunks of unit normals (or latents), covering every frame exactly once, in order.
         """
-        settings = StreamSettings(
-            window_size=window_size,
-            overlap=overlap,
-            num_inference_steps=num_inference_steps,
-            decode_chunk_size=decode_chunk_size,
-            output_type=output_type,
-            encode_chunk_size=encode_chunk_size,
-            processing_resolution=processing_resolution,
-            match_input_resolution=match_input_resolution,
-            resample_method_input=resample_method_input,
-            resample_method_output=resample_method_output,
-        )  # raises for a bad value before any frame is read
+        settings = StreamSettings.from_arguments(locals())  # raises for a bad value before any frame is read
         yield from self._stream(self.video_processor.as_frames(video), settings)
 
     def _stream(self, frames: Iterable, settings: StreamSettings) -> Iterator[Any]:
@@ -407,18 +396,7 @@ class NormalCrafterPipeline(DiffusionPipeline):
             `[F, 3, H, W]` (`"pt"`), a list of F RGB PIL images (`"pil"`), or merged latents (`"latent"`).
         """
         # 1. Check the arguments, and every frame of a video held in memory, before any model runs
-        settings = StreamSettings(
-            window_size=window_size,
-            overlap=overlap,
-            num_inference_steps=num_inference_steps,
-            decode_chunk_size=decode_chunk_size,
-            output_type=output_type,
-            encode_chunk_size=encode_chunk_size,
-            processing_resolution=processing_resolution,
-            match_input_resolution=match_input_resolution,
-            resample_method_input=resample_method_input,
-            resample_method_output=resample_method_output,
-        )
+        settings = StreamSettings.from_arguments(locals())  # every argument but `video` and `return_dict`
         self.check_inputs(video, settings)
         frames = self.video_processor.as_frames(video)
         announced = len(frames) if hasattr(frames, "__len__") else None
