@@ -291,6 +291,8 @@ def test_device_dtype_and_process_resolution():
     assert model_setup.resolve_dtype(torch.float64) == torch.float64 and model_setup.resolve_dtype(None) is None
     with pytest.raises(ValueError, match="`dtype` is 'bfloat16'; use auto, one of fp32, fp16, bf16"):
         model_setup.resolve_dtype("bfloat16")
+    with pytest.raises(ValueError, match="`model` must be a model folder, a Hub repo id or a NormalCrafterPipeline"):
+        model_setup.load_pipeline(42)  # named as the parameter it is
     if not torch.cuda.is_available():
         assert model_setup.resolve_device("auto", PartialState()).type in ("cpu", "mps")
         with pytest.raises(cli.UsageError, match="CUDA is not available"):
@@ -403,12 +405,18 @@ def test_importing_the_package_changes_no_library_logging_or_warnings():
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-def test_library_notices_are_silenced_only_around_our_own_calls():
+@pytest.mark.parametrize(
+    "first_import",  # the first to import transformers' CLIPImageProcessor, which may warn about torchvision
+    [
+        "import normalcrafter_pipeline; normalcrafter_pipeline.NormalCrafterPipeline",
+        "import normalcrafter_pipeline.pretrained",
+    ],
+)
+def test_library_notices_are_silenced_only_around_our_own_calls(first_import):
     code = "\n".join(
         [
             "import logging, sys, warnings",
-            "import normalcrafter_pipeline",
-            "normalcrafter_pipeline.NormalCrafterPipeline",  # imports transformers' CLIPImageProcessor
+            first_import,
             "from normalcrafter_pipeline.hub_loading import _library_notices_dropped",
             "from huggingface_hub import hf_hub_download",
             "def download():",

@@ -9,10 +9,19 @@ import os
 
 import torch
 
-from . import pipeline_normalcrafter
-from .hub_loading import _DIFFUSERS_DTYPE_KWARG, HUB_OPTIONS, MODEL_OPTIONS, PIPELINE_COMPONENTS, load_components
+from . import _torchvision_notice_dropped
 from .hub_publishing import upload_folder_to_hub, write_pipeline_code
 from .normalcrafter_checks import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
+
+with _torchvision_notice_dropped():  # these import transformers' CLIPImageProcessor, whose first import may warn
+    from . import pipeline_normalcrafter
+    from .hub_loading import (
+        _DIFFUSERS_DTYPE_KWARG,
+        HUB_OPTIONS,
+        MODEL_OPTIONS,
+        PIPELINE_COMPONENTS,
+        load_components,
+    )
 
 
 class NormalCrafterPipeline(pipeline_normalcrafter.NormalCrafterPipeline):
