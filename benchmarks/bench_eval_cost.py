@@ -31,9 +31,10 @@ import numpy as np
 import PIL.Image
 import torch
 
+from normalcrafter_pipeline import NormalCrafterPipeline
 from normalcrafter_pipeline.evaluation import evaluate_model
 from normalcrafter_pipeline.formats.exr import write_exr
-from normalcrafter_pipeline.pipeline_normalcrafter import NormalCrafterPipeline, plan_windows
+from normalcrafter_pipeline.normalcrafter_windows import plan_windows
 from normalcrafter_pipeline.testing_utils import svd_xt_components
 
 # Frames of each published DSINE evaluation set (its split files), and the lengths of Sintel's 23 sequences.

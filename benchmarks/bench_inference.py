@@ -19,10 +19,8 @@ kernel, almost all of it first-touch page faults (`faults/frame`, minor faults).
 CPU runs and the allocator: glibc's malloc returns every freed block above 32 MB (and trims freed heap) to the
 kernel, so each new activation tensor is zero-filled page by page by the kernel again; at these sizes that costs
 about as much as the arithmetic. `--malloc` runs the children with other settings (`GLIBC_TUNABLES`, which users
-can set themselves: `GLIBC_TUNABLES=... python examples/infer_video.py ...`, or the pipeline's own option):
+can set themselves: `GLIBC_TUNABLES=... python examples/infer_video.py ...`):
 
-- `passes`: `pipe.retain_cpu_memory = True`, freed memory is reused within each model pass and returned when the
-  pass ends: flat with length, but a larger peak (the heap fragments within a pass).
 - `thp`: `glibc.malloc.hugetlb=1`, freed blocks still go back, but new ones are backed by transparent huge
   pages, so far fewer page faults. Memory stays flat with length: the setting to use for long videos.
 - `retain`: `thp` plus `mmap_threshold=1 GB` and `trim_threshold=16 GB`: freed memory stays in the process for
@@ -34,7 +32,7 @@ The default measures plain glibc.
     python benchmarks/bench_inference.py --frames 30 120 --threads 2
     python benchmarks/bench_inference.py --full-arch                  # 14 frames at 128x256, fp32 and bf16
     python benchmarks/bench_inference.py --full-arch --frames 28 --dtypes bf16
-    python benchmarks/bench_inference.py --frames 60 600 --malloc default passes thp  # allocator settings
+    python benchmarks/bench_inference.py --frames 60 600 --malloc default thp  # allocator settings
 """
 
 from __future__ import annotations
@@ -54,7 +52,6 @@ STAGES = ("clip", "vae_encode", "unet", "vae_decode")
 # glibc malloc settings for CPU inference (see the module docstring); needs glibc >= 2.35 for `hugetlb`.
 MALLOC_TUNABLES = {
     "default": None,
-    "passes": None,  # and the pipeline's own per-pass retention on (`retain_cpu_memory = True`)
     "thp": "glibc.malloc.hugetlb=1",
     "retain": ":".join(
         ["glibc.malloc.hugetlb=1", "glibc.malloc.mmap_threshold=1073741824", "glibc.malloc.trim_threshold=17179869184"]
@@ -66,7 +63,7 @@ def make_video(path: Path, num_frames: int, height: int, width: int, fps: float 
     """A synthetic panning video, written frame by frame."""
     import numpy as np
 
-    from normalcrafter_pipeline.video_io import VideoWriter
+    from normalcrafter_pipeline.normals_writers import VideoWriter
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (height // 8, width // 8 * 2, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
@@ -127,6 +124,7 @@ def child(config: dict) -> dict:
     from normalcrafter_pipeline import cli
     from normalcrafter_pipeline.dtypes import torch_dtype
     from normalcrafter_pipeline.video_io import read_video
+    from normalcrafter_pipeline.video_runner import Job, output_paths, process_video
 
     start = time.perf_counter()
     if config["full_arch"]:
@@ -136,7 +134,6 @@ def child(config: dict) -> dict:
 
         pipe = tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
-    pipe.retain_cpu_memory = config["malloc"] == "passes"
     build_s = time.perf_counter() - start
     times, peak_growth = instrument(pipe)
     rss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -150,9 +147,9 @@ def child(config: dict) -> dict:
     args = cli.parse_args(argv)
     reader = read_video(video, max_res=0)
     out_dir = Path(config["out_dir"])
-    job = cli.Job(video, cli.output_paths(video, out_dir, args.save))
+    job = Job(video, output_paths(video, out_dir, args.save))
     with torch.inference_mode():
-        stats = cli.process_video(pipe, reader, job, args)
+        stats = process_video(pipe, reader, job, cli.run_options(args))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     user_s, sys_s = usage.ru_utime - usage_before.ru_utime, usage.ru_stime - usage_before.ru_stime
     return {
@@ -273,7 +270,7 @@ def main() -> None:
         nargs="+",
         default=["default"],
         choices=list(MALLOC_TUNABLES),
-        help="malloc settings of the runs: default, passes, thp, retain (see above), or several (default: default).",
+        help="malloc settings of the runs: default, thp, retain (see above), or several (default: default).",
     )
     args = parser.parse_args()
     if args.child is not None:

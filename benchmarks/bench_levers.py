@@ -12,8 +12,6 @@ Levers:
   clip-onednn-mlp     CLIP's MLP through oneDNN with weights packed once, bias and GELU fused into the matmuls (what
                       inductor's weight freezing does for these layers, without compiling anything else)
   unet-eager-attn     the UNet's attention as diffusers' `AttnProcessor` (baddbmm-softmax-bmm) instead of SDPA
-  retain-STAGE        the pass of clip, encode, unet or decode inside `HeapRetention.hold()` (freed memory kept
-                      for reuse; the pipeline's default on the CPU) against glibc's own behaviour
   encode-nchw         the VAE encoder fed NCHW pixels instead of channels_last (the default since it was measured)
   decode-cl           the VAE decoder fed channels_last latents
   decode-silu-inplace the VAE's SiLU activations in place (saves one buffer per activation)
@@ -45,10 +43,6 @@ LEVERS = (
     "clip-eager-attn",
     "clip-onednn-mlp",
     "unet-eager-attn",
-    "retain-clip",
-    "retain-encode",
-    "retain-unet",
-    "retain-decode",
     "encode-nchw",
     "decode-cl",
     "decode-silu-inplace",
@@ -60,7 +54,7 @@ LEVERS = (
 
 
 def build(full_arch: bool, dtype: torch.dtype):
-    from normalcrafter_pipeline.pipeline_normalcrafter import NormalCrafterUNet
+    from normalcrafter_pipeline.normalcrafter_unet import NormalCrafterUNet
     from normalcrafter_pipeline.testing_utils import svd_xt_components, tiny_components
 
     if full_arch:
@@ -190,16 +184,6 @@ def lever_pair(stages: Stages, lever: str):
             lambda: saved.update(processors=set_unet_attention(stages.unet, AttnProcessor())),
             (lambda: set_unet_attention(stages.unet, saved["processors"])),
         )
-    if lever.startswith("retain-"):
-        from normalcrafter_pipeline.pipeline_normalcrafter import HeapRetention
-
-        frames, run = STAGE_PASSES[lever.removeprefix("retain-")](stages)
-
-        def retained():
-            with HeapRetention.hold():
-                return run()
-
-        return frames, run, retained, None, None
     if lever == "encode-nchw":
         return 7, stages.encode_pass, lambda: stages.encode_pass(False), None, None
     if lever == "decode-cl":

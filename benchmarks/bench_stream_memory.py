@@ -24,7 +24,7 @@ def child(mode: str, num_frames: int, height: int, width: int, window_size: int,
     import numpy as np
     import torch
 
-    from normalcrafter_pipeline.pipeline_normalcrafter import plan_windows
+    from normalcrafter_pipeline.normalcrafter_windows import plan_windows
     from normalcrafter_pipeline.testing_utils import tiny_pipeline
 
     torch.set_num_threads(2)

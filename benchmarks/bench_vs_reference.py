@@ -6,12 +6,11 @@ reference computes, in the same order, on the very modules our pipeline uses. Ea
 alternating the order from one repeat to the next, so drift of the machine (another job, thermal state) hits all of
 them alike; the table keeps each variant's best repeat and the ratio is the reference's time over the variant's.
 
-Variants (`--variants`): `reference`; `ours` (the defaults); `ours-retain` (`retain_cpu_memory = True`: each
-model pass reuses the memory it frees); `ours-compile` (`pipe.compile()`: the UNet through inductor with weight
-freezing; it compiles in an untimed first run, whose time is printed); `ours-enc14` (`encode_chunk_size=14`, CLIP
-and the VAE encoder see a whole window at once); `ours-cl` (channels_last memory format for the UNet and VAE
-convolutions). Every variant's normals are compared with the reference's and with `ours`'s (maximum angle over all
-pixels, degrees).
+Variants (`--variants`): `reference`; `ours` (the defaults); `ours-compile` (`pipe.compile()`: the UNet through
+inductor with weight freezing; it compiles in an untimed first run, whose time is printed); `ours-enc14`
+(`encode_chunk_size=14`, CLIP and the VAE encoder see a whole window at once); `ours-cl` (channels_last memory
+format for the UNet and VAE convolutions). Every variant's normals are compared with the reference's and with
+`ours`'s (maximum angle over all pixels, degrees).
 
 Columns: `s/frame`; `load peak` (peak RSS while the components were built, GB) and `run peak` (peak RSS of the run,
 measured after resetting the kernel's high-water mark, so it is the run's own; on CUDA the peak allocated device
@@ -45,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_impl import reference_normals  # noqa: E402  (the test suite's oracle, not a copy)
 
 STAGES = ("clip", "vae_encode", "unet", "vae_decode")
-VARIANTS = ("reference", "ours", "ours-retain", "ours-compile", "ours-enc14", "ours-cl", "ours-nchw-encode")
+VARIANTS = ("reference", "ours", "ours-compile", "ours-enc14", "ours-cl", "ours-nchw-encode")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,12 +214,6 @@ def run_variant(pipe, variant: str, video: np.ndarray, args) -> np.ndarray:
         finally:
             for module in args.compiled_calls:
                 module._compiled_call_impl = None
-    if variant == "ours-retain":
-        pipe.retain_cpu_memory = True
-        try:
-            return pipe(video, **kwargs).normals
-        finally:
-            pipe.retain_cpu_memory = False
     if variant != "ours-nchw-encode":
         return pipe(video, **kwargs).normals
     encode = pipe.vae.encode  # the stage meter's timed wrapper

@@ -44,10 +44,10 @@ import torch
 
 from normalcrafter_pipeline.evaluation import evaluate_model, pool_clips, score_clip
 from normalcrafter_pipeline.formats.clips import list_clips, load_clip
+from normalcrafter_pipeline.normals_writers import atomic_output
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.training import Nuisances, render_dataset
 from normalcrafter_pipeline.training.semantic_teacher import train_semantic_teacher
-from normalcrafter_pipeline.video_io import atomic_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

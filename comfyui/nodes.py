@@ -39,16 +39,16 @@ from normalcrafter_pipeline import (
     NormalsProcessor,
     NpzWriter,
     Png16SequenceWriter,
+    check_window_args,
 )
 from normalcrafter_pipeline.dtypes import torch_dtype
+from normalcrafter_pipeline.model_setup import OFFLOAD_MODES, load_pipeline
+from normalcrafter_pipeline.normals_writers import close_together
 from normalcrafter_pipeline.paced_frames import (
-    OFFLOAD_MODES,
     PacedFrames,
     is_out_of_memory,
     out_of_memory_advice,
 )
-from normalcrafter_pipeline.pipeline_normalcrafter import check_window_args
-from normalcrafter_pipeline.video_io import close_together
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +120,15 @@ class NormalCrafterModel:
 
     def _load(self) -> None:
         logger.info(f"NormalCrafter: loading the pipeline from {self.source} ({self.dtype}, offload {self.offload})")
-        pipe = NormalCrafterPipeline.from_pretrained(self.source, base_model=self.base_model, torch_dtype=self.dtype)
-        pipe.set_progress_bar_config(disable=True)  # ComfyUI's own bar counts the frames
-        if self.offload == "model":
-            pipe.enable_model_cpu_offload(device=self.device)
-        elif self.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=self.device)
+        # The package's one loader; its progress bar is off (ComfyUI's own bar counts the frames). Without offload
+        # the weights stay where they load: the patcher below moves them to ComfyUI's device.
+        pipe = load_pipeline(
+            self.source,
+            device=self.device if self.offload != "none" else None,
+            dtype=self.dtype,
+            base_model=self.base_model,
+            cpu_offload=self.offload,
+        )
         if self.offload != "none":
             # The most that offload holds on the device at once: the UNet while it runs (less when sequential).
             self._offloaded_peak = comfy.model_management.module_size(pipe.unet)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Render `examples/sample_clip.mp4`, the README's sample input, with the package's synthetic renderer.
+"""Render the sample clip, the README's sample input and the web demo's, with the package's synthetic renderer.
 
-    python examples/make_sample_clip.py            # writes examples/sample_clip.mp4 (and nothing else)
+    python examples/make_sample_clip.py            # writes src/normalcrafter_pipeline/assets/sample_clip.mp4
+
+The clip is package data (installed with the package); `examples/sample_clip.mp4` links to it.
 
 A camera orbits a few textured spheres and boxes on a floor; 40 frames at 10 fps, 256x448 (not a multiple of 64,
 so the pipeline's padding is exercised). Seeded, so the clip is the same every time.
@@ -17,7 +19,8 @@ from normalcrafter_pipeline.training.renderer import render_clip
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "sample_clip.mp4"))
+    assets = os.path.join(os.path.dirname(__file__), os.pardir, "src", "normalcrafter_pipeline", "assets")
+    parser.add_argument("--output", default=os.path.normpath(os.path.join(assets, "sample_clip.mp4")))
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=448)

@@ -16,9 +16,9 @@ import torch
 from accelerate import PartialState
 from test_video_io import decode_all, make_frames, write_video
 
-from normalcrafter_pipeline import NormalCrafterPipeline, cli
+from normalcrafter_pipeline import NormalCrafterPipeline, cli, model_setup
 from normalcrafter_pipeline.formats.png16 import read_png16
-from normalcrafter_pipeline.normals_processor import NormalsProcessor
+from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.video_io import read_video
 
@@ -277,24 +277,35 @@ def test_folder_of_frames_and_a_failure_midway_leaves_no_output(model_dir, tmp_p
 
 
 def test_device_dtype_and_process_resolution():
-    assert cli.resolve_dtype("auto", torch.device("cuda")) == torch.float16
-    expected_cpu = torch.bfloat16 if cli.cpu_has_native_bf16() else torch.float32
-    assert cli.resolve_dtype("auto", torch.device("cpu")) == expected_cpu
-    assert cli.resolve_dtype("auto", torch.device("mps")) == torch.float32
-    assert cli.resolve_dtype("fp32", torch.device("cuda")) == torch.float32
+    assert model_setup.resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    expected_cpu = torch.bfloat16 if model_setup.cpu_has_native_bf16() else torch.float32
+    assert model_setup.resolve_dtype("auto", torch.device("cpu")) == expected_cpu
+    assert model_setup.resolve_dtype("auto", torch.device("mps")) == torch.float32
+    assert model_setup.resolve_dtype("fp32", torch.device("cuda")) == torch.float32
+    # One set of precision names for every front end; torch dtypes and None (as loaded) pass through.
+    assert [model_setup.resolve_dtype(name) for name in ("fp32", "fp16", "bf16")] == [
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+    ]
+    assert model_setup.resolve_dtype(torch.float64) == torch.float64 and model_setup.resolve_dtype(None) is None
+    with pytest.raises(ValueError, match="`dtype` is 'bfloat16'; use auto, one of fp32, fp16, bf16"):
+        model_setup.resolve_dtype("bfloat16")
+    with pytest.raises(ValueError, match="`model` must be a model folder, a Hub repo id or a NormalCrafterPipeline"):
+        model_setup.load_pipeline(42)  # named as the parameter it is
     if not torch.cuda.is_available():
-        assert cli.resolve_device("auto", PartialState()).type in ("cpu", "mps")
+        assert model_setup.resolve_device("auto", PartialState()).type in ("cpu", "mps")
         with pytest.raises(cli.UsageError, match="CUDA is not available"):
-            cli.resolve_device("cuda")
+            model_setup.resolve_device("cuda")
     with pytest.raises(cli.UsageError, match="is not a device"):
-        cli.resolve_device("gpu0")
+        model_setup.resolve_device("gpu0")
     # Offloading needs an accelerator, whether the CPU was named or found by --device auto.
     with pytest.raises(cli.UsageError, match="--device auto found none"):
-        cli.check_offload("model", "auto", torch.device("cpu"))
+        model_setup.check_offload("model", "auto", torch.device("cpu"))
     with pytest.raises(cli.UsageError, match="conflicts with --device cpu"):
-        cli.check_offload("sequential", "cpu", torch.device("cpu"))
-    cli.check_offload("model", "auto", torch.device("cuda"))
-    cli.check_offload("none", "auto", torch.device("cpu"))
+        model_setup.check_offload("sequential", "cpu", torch.device("cpu"))
+    model_setup.check_offload("model", "auto", torch.device("cuda"))
+    model_setup.check_offload("none", "auto", torch.device("cpu"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="--device auto finds a GPU here")
@@ -330,12 +341,6 @@ def test_compile_option_compiles_the_loaded_pipeline(model_dir, videos, tmp_path
     assert code == 0, err
     assert calls == [((), {}, "cpu")]
     assert (tmp_path / "good_normals.mp4").is_file()
-
-
-def test_defaults_agree_with_the_pipeline():
-    from normalcrafter_pipeline import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
-
-    assert (cli.DEFAULT_MODEL_ID, cli.DEFAULT_BASE_MODEL_ID) == (DEFAULT_MODEL_ID, DEFAULT_BASE_MODEL_ID)
 
 
 def test_importing_the_cli_and_help_do_not_import_torch():
@@ -378,25 +383,62 @@ def test_a_second_run_over_a_folder_does_not_take_the_first_runs_outputs(model_d
     assert inputs == [folder / "a_normals.mp4"] and errors == []
 
 
-def test_library_notices_are_silenced_narrowly():
+def test_importing_the_package_changes_no_library_logging_or_warnings():
+    """No filter of ours stays on other libraries' loggers or in the warnings filters once our modules are imported
+    (the libraries imported first: they add filters of their own)."""
     code = "\n".join(
         [
-            "import logging, normalcrafter_pipeline",
+            "import logging, warnings",
+            "import diffusers, huggingface_hub, imageio_ffmpeg, torch, transformers",
+            "from diffusers import DiffusionPipeline",
+            "from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection",
+            "names = ('transformers.utils.import_utils', 'imageio_ffmpeg', 'huggingface_hub', 'diffusers')",
+            "before = (list(warnings.filters), {name: list(logging.getLogger(name).filters) for name in names})",
+            "import normalcrafter_pipeline as package",
+            "package.NormalCrafterPipeline, package.read_video, package.NormalsProcessor",
+            "import normalcrafter_pipeline.cli, normalcrafter_pipeline.evaluation, normalcrafter_pipeline.publish",
+            "after = (list(warnings.filters), {name: list(logging.getLogger(name).filters) for name in names})",
+            "assert after == before, after",
+        ]
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.parametrize(
+    "first_import",  # the first to import transformers' CLIPImageProcessor, which may warn about torchvision
+    [
+        "import normalcrafter_pipeline; normalcrafter_pipeline.NormalCrafterPipeline",
+        "import normalcrafter_pipeline.pretrained",
+    ],
+)
+def test_library_notices_are_silenced_only_around_our_own_calls(first_import):
+    code = "\n".join(
+        [
+            "import logging, sys, warnings",
+            first_import,
+            "from normalcrafter_pipeline.hub_loading import _library_notices_dropped",
             "from huggingface_hub import hf_hub_download",
-            "try:",
-            "    hf_hub_download('x/y', 'f.json', local_dir_use_symlinks='auto')",  # what diffusers passes
-            "except Exception:",
-            "    pass",
-            "from transformers import CLIPImageProcessor",  # the torchvision fallback notice (without torchvision)
-            "CLIPImageProcessor()",
+            "def download():",
+            "    try:",
+            "        hf_hub_download('x/y', 'f.json', local_dir_use_symlinks='auto')",  # what diffusers passes
+            "    except Exception:",
+            "        pass",
+            "with _library_notices_dropped():",  # our loader's downloads
+            "    download()",
+            "print('--- our calls above, the user\\'s below ---', file=sys.stderr, flush=True)",
+            "warnings.simplefilter('always')",
+            "download()",
             "logging.getLogger('transformers.utils.import_utils').warning('another warning of that logger')",
         ]
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "local_dir_use_symlinks" not in result.stderr and "requires torchvision" not in result.stderr
-    assert "another warning of that logger" in result.stderr  # only those two notices are dropped
+    ours, users = result.stderr.split("--- our calls above, the user's below ---")
+    assert "local_dir_use_symlinks" not in ours and "requires torchvision" not in ours
+    assert "local_dir_use_symlinks" in users  # the user's own call still warns
+    assert "another warning of that logger" in users
 
 
 def test_npz_and_exr_in_the_opencv_convention_match_the_pipeline(model_dir, videos, tmp_path, capsys):
@@ -439,15 +481,3 @@ def test_exr_without_the_extra_is_a_usage_error_before_loading(videos, tmp_path,
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: --save exr:") and 'pip install "normalcrafter-pipeline[exr]"' in err
     assert os.listdir(tmp_path) == []
-
-
-def test_the_clis_window_check_is_the_pipelines():
-    """The CLI keeps a copy of the pipeline's window check (the pipeline module imports torch; usage errors must not
-    wait for it): the two bodies must stay identical."""
-    import inspect
-
-    from normalcrafter_pipeline import pipeline_normalcrafter
-
-    copy = inspect.getsource(cli._check_window_args).split("\n", 1)[1]
-    original = inspect.getsource(pipeline_normalcrafter.check_window_args).split("\n", 1)[1]
-    assert copy == original

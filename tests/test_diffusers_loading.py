@@ -25,6 +25,7 @@ from test_loading import (
     run,
 )
 
+import normalcrafter_pipeline
 from normalcrafter_pipeline import NormalCrafterPipeline, NormalCrafterUNet
 from normalcrafter_pipeline.testing_utils import tiny_components, tiny_pipeline
 
@@ -71,43 +72,50 @@ def run_without_package(load_script: str, tmp_path: Path, **env) -> np.ndarray:
     return np.load(out)
 
 
+# What the Hub code may import: the libraries a diffusers user has, and the standard library.
+HUB_CODE_PACKAGES = {"torch", "numpy", "PIL", "diffusers", "transformers"}
+
+
+def hub_code_imports(source: str) -> tuple[set[str], set[str]]:
+    """(top-level packages imported, sibling modules imported with `from .name import ...`) by a module's source."""
+    packages, siblings = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            packages.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            packages.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            # diffusers copies only what `from .name import ...` names (not `from . import name`, nor `..name`)
+            assert node.level == 1 and node.module and "." not in node.module, ast.dump(node)
+            siblings.add(node.module)
+    return packages, siblings
+
+
 def test_saved_folder_follows_the_custom_pipeline_layout(saved):
     folder, _ = saved
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline", "NormalCrafterPipeline"]
     assert index["unet"] == ["diffusers", "UNetSpatioTemporalConditionModel"]
     assert index["feature_extractor"] == ["transformers", "CLIPImageProcessor"]
-    package_module = Path(__import__("normalcrafter_pipeline.pipeline_normalcrafter").pipeline_normalcrafter.__file__)
-    assert (folder / "pipeline.py").read_bytes() == package_module.read_bytes()  # written from the package itself
-    imported = {
-        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
-        for node in ast.walk(ast.parse((folder / "pipeline.py").read_text()))
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in node.names
-        if not (isinstance(node, ast.ImportFrom) and node.level)
-    }
-    assert imported <= {
-        "__future__",
-        "collections",
-        "contextlib",
-        "ctypes",
-        "dataclasses",
-        "sys",
-        "threading",
-        "typing",
-        "json",
-        "math",
-        "os",
-        "shutil",
-        "diffusers",
-        "numpy",
-        "PIL",
-        "torch",
-        "packaging",
-        "tqdm",
-        "transformers",
-        "huggingface_hub",
-    }
+
+
+def test_saved_folder_holds_exactly_the_hub_code_and_it_imports_only_what_diffusers_users_have(saved):
+    """diffusers copies the siblings that `pipeline.py` imports directly (not imports of imports) into a namespace
+    that every local custom pipeline shares, and diffusers 0.32 refuses a file importing a package not installed."""
+    folder, _ = saved
+    package_dir = Path(normalcrafter_pipeline.__file__).parent
+    written = sorted(path.name for path in folder.glob("*.py"))
+    _, direct = hub_code_imports((folder / "pipeline.py").read_text())
+    assert written == sorted(["pipeline.py", *(f"{name}.py" for name in direct)])  # no file more, none fewer
+    allowed = HUB_CODE_PACKAGES | set(sys.stdlib_module_names)
+    for name in written:
+        source = (folder / name).read_text()
+        module = "pipeline_normalcrafter" if name == "pipeline.py" else name[: -len(".py")]
+        assert source == (package_dir / f"{module}.py").read_text(), name  # written from the package itself
+        packages, siblings = hub_code_imports(source)
+        assert packages <= allowed, (name, packages - allowed)
+        assert siblings <= direct, (name, siblings - direct)  # every sibling is imported by pipeline.py itself
+        assert name == "pipeline.py" or name.startswith("normalcrafter_"), name  # distinctive in the namespace
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import PIL.Image
 import pytest
 from test_video_io import decode_all, make_frames, write_video
 
-from normalcrafter_pipeline import cli, video_io
+from normalcrafter_pipeline import cli, normals_writers, video_io
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 from normalcrafter_pipeline.training import render_dataset
 from normalcrafter_pipeline.training.arguments import run_script
@@ -210,9 +210,9 @@ def test_full_disk_mid_file_drops_that_inputs_outputs(
         return write
 
     if target == "png16":
-        monkeypatch.setattr(video_io, "write_png16", failing(video_io.write_png16))  # the name the writer calls
+        monkeypatch.setattr(normals_writers, "write_png16", failing(normals_writers.write_png16))  # the writer's name
     else:
-        monkeypatch.setattr(video_io.NpyWriter, "write", failing(video_io.NpyWriter.write))
+        monkeypatch.setattr(normals_writers.NpyWriter, "write", failing(normals_writers.NpyWriter.write))
     out_dir = tmp_path / "out"
     code, out, err = run_cli(capsys, first, second, "--model", model_dir, "-o", out_dir, *FAST, *ALL_FORMATS)
     failed = out_dir / ("a_normals_png16" if target == "png16" else "a_normals.npy")
@@ -293,7 +293,7 @@ def test_stale_partials_of_dead_processes_are_removed_and_live_ones_kept(tmp_pat
         (tmp_path / f".a_normals.partial-{live}.mp4").write_bytes(b"x")  # another run is writing it now
         (tmp_path / f".notes.partial-{dead}.txt").write_bytes(b"x")  # not named like our outputs
         (tmp_path / f".b_normals.partial-{dead}.mp4").write_bytes(b"x")
-        removed = video_io.remove_stale_partials(tmp_path, name_suffixes=cli.OUTPUT_SUFFIXES.values())
+        removed = normals_writers.remove_stale_partials(tmp_path, name_suffixes=cli.OUTPUT_SUFFIXES.values())
         assert sorted(p.name for p in removed) == sorted(
             [
                 f".a_normals_png16.partial-{dead}",
@@ -305,7 +305,7 @@ def test_stale_partials_of_dead_processes_are_removed_and_live_ones_kept(tmp_pat
         # A writer removes the stale partials of its own output name only.
         (tmp_path / f".c_normals.partial-{dead}.mp4").write_bytes(b"x")
         (tmp_path / f".d_normals.partial-{dead}.mp4").write_bytes(b"x")
-        with video_io.NormalsVideoWriter(tmp_path / "c_normals.mp4", fps=6) as writer:
+        with normals_writers.NormalsVideoWriter(tmp_path / "c_normals.mp4", fps=6) as writer:
             writer.write(np.zeros((2, 8, 8, 3), np.float32))
         assert tree(tmp_path) == {
             "c_normals.mp4",

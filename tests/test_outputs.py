@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from test_video_io import unit_normals
 
-from normalcrafter_pipeline.normals_processor import NormalsProcessor
-from normalcrafter_pipeline.video_io import ExrSequenceWriter, NpzWriter, partial_path
+from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
+from normalcrafter_pipeline.normals_writers import ExrSequenceWriter, NpzWriter, partial_path
 
 OpenEXR = pytest.importorskip("OpenEXR")  # the `exr` extra; part of the `test` extra, so CI runs these
 

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import PIL.Image
 import pytest
@@ -15,7 +9,7 @@ import torch
 from accelerate import cpu_offload
 from reference_impl import reference_normals
 
-from normalcrafter_pipeline.pipeline_normalcrafter import HeapRetention, plan_windows
+from normalcrafter_pipeline.normalcrafter_windows import plan_windows
 from normalcrafter_pipeline.testing_utils import tiny_pipeline
 
 
@@ -492,99 +486,3 @@ def test_vae_encoder_gets_channels_last_input_and_the_same_latents(pipe64):
     assert seen[0].is_contiguous(memory_format=torch.channels_last)
     expected = pipe64.vae.encode(pixels.contiguous() * 2.0 - 1.0).latent_dist.mode()
     torch.testing.assert_close(latents, expected, rtol=1e-10, atol=1e-12)
-
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
-
-
-def mapped_bytes() -> int:
-    """glibc's count of bytes in blocks it gave out as their own `mmap` (not from its heap)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    return libc.mallinfo2().hblkhd
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-glibc_only = pytest.mark.skipif(
-    not HeapRetention.available() or not hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2"),
-    reason="glibc >= 2.33 only",
-)
-
-
-@glibc_only
-def test_heap_retention_serves_large_blocks_from_the_heap_and_gives_them_back_at_the_end():
-    """Run in a fresh interpreter: whether glibc maps a block or serves it from free heap depends on what earlier
-    tests left in this process's heap."""
-    code = "import test_pipeline; test_pipeline.check_heap_retention()"
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
-def check_heap_retention():
-    size = 96 * 2**20  # above glibc's largest automatic mmap threshold (32 MiB)
-    before = mapped_bytes()
-    outside = torch.ones(size // 4)
-    assert mapped_bytes() - before >= size  # glibc's own behaviour: a fresh mapping
-    del outside
-
-    baseline = resident_bytes()
-    with HeapRetention.hold():
-        assert HeapRetention.active()
-        with HeapRetention.hold():  # nested holders (two pipelines) share one setting
-            inside = torch.ones(size // 4)
-            assert mapped_bytes() - before < size  # from the heap
-            del inside
-            assert resident_bytes() - baseline > size // 2  # freed, but kept for the next pass
-        assert HeapRetention.active()
-    assert not HeapRetention.active()
-    assert resident_bytes() - baseline < size // 2  # returned when the last holder left
-
-    after = torch.ones(size // 4)
-    assert mapped_bytes() - before >= size  # large blocks are mappings again
-    del after
-
-
-def test_heap_retention_disabled_is_a_no_op():
-    with HeapRetention.hold(enabled=False):
-        assert not HeapRetention.active()
-
-
-@pytest.mark.parametrize("retain", [True, False])
-def test_model_passes_reuse_freed_memory_only_while_they_run_and_give_the_same_numbers(pipe, retain):
-    video = random_video(9, 40, 50)
-    during_passes, while_reading = [], []
-    models = (pipe.image_encoder, pipe.vae.encoder, pipe.unet, pipe.vae.decoder)
-    record = lambda module, args: during_passes.append(HeapRetention.active())  # noqa: E731
-
-    def frames():
-        for frame in video:
-            while_reading.append(HeapRetention.active())
-            yield frame
-
-    assert not pipe.retain_cpu_memory  # opt-in: it costs peak memory
-    expected = pipe(video).normals
-    pipe.retain_cpu_memory = retain
-    handles = [model.register_forward_pre_hook(record) for model in models]
-    try:
-        np.testing.assert_array_equal(pipe(frames()).normals, expected)
-        # CLIP and the encoder on 7 + 2 frames, one UNet window, the decoder on 7 + 2
-        assert len(during_passes) == 7 and set(during_passes) == {retain and HeapRetention.available()}
-        assert not any(while_reading) and not HeapRetention.active()
-        stream = pipe.stream(frames())
-        next(stream)
-        stream.close()  # a consumer that stops early leaves nothing held
-        assert not HeapRetention.active()
-    finally:
-        del pipe.retain_cpu_memory  # back to the class default
-        for handle in handles:
-            handle.remove()

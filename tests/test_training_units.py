@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from normalcrafter_pipeline.pipeline_normalcrafter import predict_window_latents
+from normalcrafter_pipeline.normalcrafter_windows import predict_window_latents
+from normalcrafter_pipeline.normals_writers import atomic_output
 from normalcrafter_pipeline.testing_utils import svd_xt_scheduler, tiny_dino, tiny_pipeline
 from normalcrafter_pipeline.training import (
     DinoFeatures,
@@ -49,7 +50,6 @@ from normalcrafter_pipeline.training.semantic_teacher import (
 from normalcrafter_pipeline.training.session import create_optimizer
 from normalcrafter_pipeline.training.sfr import sfr_feature_channels
 from normalcrafter_pipeline.training.unwrap import unwrap_model
-from normalcrafter_pipeline.video_io import atomic_output
 
 
 def _batch(frames=1, size=64, seed=0):

@@ -9,21 +9,17 @@ import PIL.Image
 import pytest
 
 from normalcrafter_pipeline.formats.png16 import read_png16
-from normalcrafter_pipeline.normals_processor import NormalsProcessor
-from normalcrafter_pipeline.video_io import (
+from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
+from normalcrafter_pipeline.normals_writers import (
     ExrSequenceWriter,
     NormalsVideoWriter,
     NpyWriter,
     NpzWriter,
     Png16SequenceWriter,
     SideBySideVideoWriter,
-    VideoReadError,
     VideoWriter,
-    fit_max_res,
-    frame_stride,
-    natural_sort_key,
-    read_video,
 )
+from normalcrafter_pipeline.video_io import VideoReadError, fit_max_res, frame_stride, natural_sort_key, read_video
 
 
 def make_frames(num_frames, height, width, seed=0):

@@ -9,14 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from normalcrafter_pipeline import NormalCrafterUNet, NormalsProcessor
-from normalcrafter_pipeline.pipeline_normalcrafter import (
-    WindowPlanner,
-    blend_weights,
+from normalcrafter_pipeline.normalcrafter_video_processor import (
     compute_padding,
     normalize_normals,
-    plan_windows,
     resize_with_antialiasing,
 )
+from normalcrafter_pipeline.normalcrafter_windows import WindowPlanner, blend_weights, plan_windows
 from normalcrafter_pipeline.testing_utils import tiny_components
 
 window_args = st.integers(1, 20).flatmap(lambda w: st.tuples(st.just(w), st.integers(0, w - 1)))

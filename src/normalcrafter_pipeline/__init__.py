@@ -7,17 +7,22 @@ needs them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-import re
-import warnings
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 # Each public name and the submodule that defines it.
 _NAME_TO_MODULE = {
-    "NormalsProcessor": "normals_processor",
+    "NormalsProcessor": "normalcrafter_normals_processor",
+    "NormalCrafterPipeline": "pretrained",
+    "NormalCrafterPipelineOutput": "pipeline_normalcrafter",
+    "NormalCrafterUNet": "normalcrafter_unet",
+    "NormalCrafterVideoProcessor": "normalcrafter_video_processor",
+    **dict.fromkeys(("DEFAULT_BASE_MODEL_ID", "DEFAULT_MODEL_ID", "check_window_args"), "normalcrafter_checks"),
+    **dict.fromkeys(("BaseModelUnavailableError", "ModelUnavailableError"), "hub_loading"),
     **dict.fromkeys(
         (
             "METRIC_NAMES",
@@ -33,19 +38,6 @@ _NAME_TO_MODULE = {
         ),
         "metrics",
     ),
-    **dict.fromkeys(
-        (
-            "DEFAULT_BASE_MODEL_ID",
-            "DEFAULT_MODEL_ID",
-            "BaseModelUnavailableError",
-            "ModelUnavailableError",
-            "NormalCrafterPipeline",
-            "NormalCrafterPipelineOutput",
-            "NormalCrafterUNet",
-            "NormalCrafterVideoProcessor",
-        ),
-        "pipeline_normalcrafter",
-    ),
     **dict.fromkeys(("read_png16", "write_png16"), "formats.png16"),
     **dict.fromkeys(
         (
@@ -55,20 +47,42 @@ _NAME_TO_MODULE = {
             "NpzWriter",
             "Png16SequenceWriter",
             "SideBySideVideoWriter",
-            "VideoReader",
-            "VideoReadError",
-            "read_video",
         ),
-        "video_io",
+        "normals_writers",
     ),
+    **dict.fromkeys(("VideoReader", "VideoReadError", "read_video"), "video_io"),
 }
+
+
+class _DropTorchvisionFallbackNotice(logging.Filter):
+    """transformers >= 5 warns, when `CLIPImageProcessor` is first imported without torchvision, that it falls back
+    to its PIL implementation. The PIL processor is the one this pipeline was built and tested with (the feature
+    extractor is saved as `CLIPImageProcessor`), so the notice tells a user nothing to act on; every other warning of
+    that logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back to" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _torchvision_notice_dropped():
+    """[`_DropTorchvisionFallbackNotice`] while this package imports its modules, and only then."""
+    emitter = logging.getLogger("transformers.utils.import_utils")  # by name: transformers is not imported here
+    notice_filter = _DropTorchvisionFallbackNotice()
+    emitter.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        emitter.removeFilter(notice_filter)
 
 
 def __getattr__(name: str):
     module_name = _NAME_TO_MODULE.get(name)
     if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    with _torchvision_notice_dropped():
+        module = importlib.import_module(f".{module_name}", __name__)
+    value = getattr(module, name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
@@ -79,6 +93,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .formats.png16 import read_png16, write_png16
+    from .hub_loading import BaseModelUnavailableError, ModelUnavailableError
     from .metrics import (
         METRIC_NAMES,
         THRESHOLDS_DEG,
@@ -91,50 +106,22 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         summarize_errors,
         temporal_change_error,
     )
-    from .normals_processor import NormalsProcessor
-    from .pipeline_normalcrafter import (
-        DEFAULT_BASE_MODEL_ID,
-        DEFAULT_MODEL_ID,
-        BaseModelUnavailableError,
-        ModelUnavailableError,
-        NormalCrafterPipeline,
-        NormalCrafterPipelineOutput,
-        NormalCrafterUNet,
-        NormalCrafterVideoProcessor,
-    )
-    from .video_io import (
+    from .normalcrafter_checks import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID, check_window_args
+    from .normalcrafter_normals_processor import NormalsProcessor
+    from .normalcrafter_unet import NormalCrafterUNet
+    from .normalcrafter_video_processor import NormalCrafterVideoProcessor
+    from .normals_writers import (
         ExrSequenceWriter,
         NormalsVideoWriter,
         NpyWriter,
         NpzWriter,
         Png16SequenceWriter,
         SideBySideVideoWriter,
-        VideoReader,
-        VideoReadError,
-        read_video,
     )
+    from .pipeline_normalcrafter import NormalCrafterPipelineOutput
+    from .pretrained import NormalCrafterPipeline
+    from .video_io import VideoReader, VideoReadError, read_video
 
-
-class _DropTorchvisionFallbackNotice(logging.Filter):
-    """transformers >= 5 warns that `CLIPImageProcessor` falls back to its PIL implementation when torchvision is
-    not installed. The PIL processor is the one this pipeline was built and tested with (the feature extractor is
-    saved as `CLIPImageProcessor`), so the notice tells a user nothing to act on; every other warning of that
-    logger passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed); falling back to" not in str(record.msg)
-
-
-# Set on the emitting loggers by name: neither transformers nor huggingface_hub is imported here.
-logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionFallbackNotice())
-# diffusers (<= 0.42) passes `local_dir_use_symlinks="auto"` to huggingface_hub on every Hub download, and
-# huggingface_hub >= 0.23 warns that the argument is deprecated: an argument we never set.
-warnings.filterwarnings(
-    "ignore",
-    message=re.escape("The `local_dir_use_symlinks` argument is deprecated"),
-    category=UserWarning,
-    module=r"huggingface_hub\.",
-)
 
 __all__ = [
     # pipeline
@@ -147,6 +134,7 @@ __all__ = [
     "NormalCrafterUNet",
     "NormalCrafterVideoProcessor",
     "NormalsProcessor",
+    "check_window_args",
     # video input and output
     "ExrSequenceWriter",
     "NormalsVideoWriter",

@@ -17,8 +17,8 @@ is done twice or skipped; with several GPUs each process uses its own. On a mach
 to start N CPU processes (accelerate's `--cpu` starts a single process).
 
 On a CPU (Linux), glibc hands large freed buffers back to the kernel, which zero-fills them again on the next use;
-that can cost as much time as the arithmetic. Backing them with transparent huge pages keeps memory flat and was
-1.4x faster in benchmarks/bench_inference.py (--malloc thp):
+that can cost as much time as the arithmetic. Backing them with transparent huge pages keeps memory flat (measured
+in benchmarks/BENCHMARKS.md):
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 normalcrafter clip.mp4
 For long videos, --compile runs the UNet through torch.compile: faster windows once it has compiled (minutes on a
 CPU the first time; inductor keeps a cache for later runs).
@@ -46,50 +46,39 @@ when interrupted by SIGINT, 143 by SIGTERM.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
+import dataclasses
 import errno
 import glob
 import logging
 import os
-import queue
 import signal
 import sys
 import tempfile
 import threading
-import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from normalcrafter_pipeline.dtypes import DTYPE_NAMES
+from normalcrafter_pipeline.model_setup import (
+    OFFLOAD_MODES,
+    UsageError,
+    check_offload,
+    load_pipeline,
+    resolve_device,
+    resolve_dtype,
+)
+from normalcrafter_pipeline.normalcrafter_checks import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID, check_window_args
+from normalcrafter_pipeline.video_runner import OUTPUT_SUFFIXES, Job, RunOptions, output_paths, process_video
 
-# Only the standard library above (`dtypes` imports nothing else): `--help` answers before numpy, torch, diffusers
-# or transformers are imported (each function imports what it needs).
+# Only the standard library above (these modules import nothing else at import time): `--help` answers before
+# numpy, torch, diffusers or transformers are imported (each function imports what it needs).
 
 logger = logging.getLogger(__name__)
 
-# The defaults of `NormalCrafterPipeline.from_pretrained`, repeated here because the pipeline's module imports
-# torch; tests/test_cli.py checks that both agree.
-DEFAULT_MODEL_ID = "Yanrui95/NormalCrafter"
-DEFAULT_BASE_MODEL_ID = "stabilityai/stable-video-diffusion-img2vid-xt"
-
-SAVE_FORMATS = ("mp4", "png16", "npy", "npz", "exr", "side_by_side")
+SAVE_FORMATS = tuple(OUTPUT_SUFFIXES)
 DEFAULT_SAVE = ("mp4",)
-OUTPUT_SUFFIXES = {
-    "mp4": "_normals.mp4",
-    "png16": "_normals_png16",
-    "npy": "_normals.npy",
-    "npz": "_normals.npz",
-    "exr": "_normals_exr",
-    "side_by_side": "_side_by_side.mp4",
-}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """An error in the options of the whole run, reported as one line (exit status 2)."""
 
 
 class Interrupted(BaseException):
@@ -102,27 +91,6 @@ class Interrupted(BaseException):
     @property
     def signal_name(self) -> str:
         return signal.Signals(self.signum).name
-
-
-@dataclass
-class Job:
-    """One input and where its outputs go."""
-
-    source: Path
-    outputs: dict[str, Path] = field(default_factory=dict)
-
-
-@dataclass
-class VideoStats:
-    frames: int = 0
-    seconds: float = 0.0
-    read_wait_s: float = 0.0  # compute waited for decoded frames
-    write_s: float = 0.0  # the writer thread was busy (overlaps compute)
-    write_wait_s: float = 0.0  # compute waited for the writer thread
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,7 +131,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--cpu-offload",
         default="none",
-        choices=("none", "model", "sequential"),
+        choices=OFFLOAD_MODES,
         help="keep weights on the CPU and move each model (model) or each layer (sequential) to the device only "
         "while it runs: less GPU memory, slower. Needs an accelerator device (cuda or mps; with --device auto, "
         "one must be found) (default none).",
@@ -215,8 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     inference.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the UNet (inductor, weight freezing): in bf16 on a CPU 1.06-1.7x faster windows, after "
-        "minutes of compilation (fewer once inductor's cache is warm); for long videos. Not with --cpu-offload.",
+        help="torch.compile the UNet (inductor, weight freezing): faster windows after minutes of compilation (fewer "
+        "once inductor's cache is warm); for long videos. Not with --cpu-offload.",
     )
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -278,7 +246,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.process_length == 0 or args.process_length < -1:
         raise UsageError(f"--process-length must be -1 (all frames) or >= 1, got {args.process_length}.")
     if "exr" in args.save:  # found now rather than after the model has loaded
-        from normalcrafter_pipeline.video_io import openexr_missing_reason
+        from normalcrafter_pipeline.normals_writers import openexr_missing_reason
 
         reason = openexr_missing_reason()
         if reason is not None:
@@ -295,23 +263,11 @@ def check_args(args: argparse.Namespace) -> None:
         )
 
 
-# Copied from normalcrafter_pipeline.pipeline_normalcrafter.check_window_args: that module imports torch (seconds),
-# and a usage error must answer at once. tests/test_cli.py holds the two bodies identical.
-def _check_window_args(window_size: Any, overlap: Any) -> None:
-    if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1:
-        raise ValueError(f"`window_size` must be an integer >= 1, got {window_size!r}. The released model uses 14.")
-    if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < 0 or overlap >= window_size:
-        raise ValueError(
-            f"`overlap` must be an integer with 0 <= overlap < window_size ({window_size}), got {overlap!r}. "
-            "The released model uses 4 with a window of 14."
-        )
-
-
 def check_window_options(args: argparse.Namespace) -> None:
     """Reject a bad `--window-size`/`--overlap` with the pipeline's check, its message naming the flags (raises
     `UsageError`)."""
     try:
-        _check_window_args(args.window_size, args.overlap)
+        check_window_args(args.window_size, args.overlap)
     except ValueError as error:
         message = str(error).replace("`window_size`", "--window-size").replace("`overlap`", "--overlap")
         raise UsageError(message) from None
@@ -405,12 +361,6 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[tuple[str, str]
     return unique, errors
 
 
-def output_paths(source: Path, output_dir: Path | None, formats: list[str]) -> dict[str, Path]:
-    stem = source.name if source.is_dir() else source.stem
-    folder = output_dir if output_dir is not None else source.resolve().parent
-    return {fmt: folder / f"{stem}{OUTPUT_SUFFIXES[fmt]}" for fmt in formats}
-
-
 def plan_jobs(inputs: list[Path], output_dir: Path | None, formats: list[str]) -> tuple[list[Job], list]:
     """One job per input; an input whose outputs would overwrite an earlier input's is a failure."""
     jobs, errors, claimed = [], [], {}
@@ -431,301 +381,9 @@ def plan_jobs(inputs: list[Path], output_dir: Path | None, formats: list[str]) -
     return jobs, errors
 
 
-def open_writers(job: Job, reader, stack: contextlib.ExitStack, args: argparse.Namespace) -> list:
-    from normalcrafter_pipeline.normals_processor import NormalsProcessor
-    from normalcrafter_pipeline.video_io import (
-        ExrSequenceWriter,
-        NormalsVideoWriter,
-        NpyWriter,
-        NpzWriter,
-        Png16SequenceWriter,
-        SideBySideVideoWriter,
-    )
-
-    signs = NormalsProcessor.axis_signs(args.convention, args.flip_x, args.flip_y, args.flip_z)  # every output
-    writers = []
-    for fmt, path in job.outputs.items():
-        if fmt == "mp4":
-            writer = NormalsVideoWriter(path, fps=reader.fps, axis_signs=signs)
-        elif fmt == "side_by_side":
-            writer = SideBySideVideoWriter(path, fps=reader.fps, axis_signs=signs)
-        elif fmt == "png16":
-            writer = Png16SequenceWriter(path, axis_signs=signs)
-        elif fmt == "npz":
-            writer = NpzWriter(path, len(reader), reader.height, reader.width, axis_signs=signs)
-        elif fmt == "exr":
-            writer = ExrSequenceWriter(path, dtype=args.exr_dtype, axis_signs=signs)
-        else:
-            writer = NpyWriter(path, len(reader), reader.height, reader.width, axis_signs=signs)
-        writers.append(stack.enter_context(writer))
-    return writers
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Background reading and writing, so decoding and encoding overlap the model
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class Prefetcher:
-    """Iterate `iterable` in a background thread, `maxsize` items ahead; errors surface in the consumer."""
-
-    def __init__(self, iterable, maxsize: int):
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
-        self._stop = threading.Event()
-        self.wait_s = 0.0
-        self._thread = threading.Thread(target=self._run, args=(iterable,), daemon=True, name="frame-reader")
-        self._thread.start()
-
-    def _put(self, message) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(message, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, iterable) -> None:
-        iterator = iter(iterable)
-        try:
-            for item in iterator:
-                if not self._put(("item", item)):
-                    return
-            self._put(("end", None))
-        except BaseException as error:  # handed to the consumer thread
-            self._put(("error", error))
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    def __iter__(self):
-        while True:
-            start = time.perf_counter()
-            kind, value = self._queue.get()
-            self.wait_s += time.perf_counter() - start
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
-class BackgroundWriter:
-    """Run `writer.write(normals, frames)` for every writer in one background thread, a few chunks behind."""
-
-    def __init__(self, writers: list, maxsize: int = 4):
-        self._writers = writers
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self._error: BaseException | None = None
-        self.busy_s = 0.0
-        self.wait_s = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True, name="normals-writer")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue  # drain without writing after a failure
-            start = time.perf_counter()
-            writer = None
-            try:
-                for writer in self._writers:
-                    writer.write(*item)
-            except BaseException as error:
-                if isinstance(error, OSError) and error.filename is None and writer is not None:
-                    error.filename = str(writer.path)  # which output failed (a full disk says only ENOSPC)
-                self._error = error
-            self.busy_s += time.perf_counter() - start
-
-    def submit(self, normals, frames) -> None:
-        if self._error is not None:
-            raise self._error
-        start = time.perf_counter()
-        self._queue.put((normals, frames))
-        self.wait_s += time.perf_counter() - start
-
-    def finish(self) -> None:
-        """Wait for every chunk to be written; re-raise a write error."""
-        start = time.perf_counter()
-        self._queue.put(None)
-        self._thread.join()
-        self.wait_s += time.perf_counter() - start
-        if self._error is not None:
-            raise self._error
-
-    def abort(self) -> None:
-        """Stop without writing what is queued (the outputs are being dropped) and wait for the thread, so that
-        no write reaches a temporary output after it was removed."""
-        if self._error is None:
-            self._error = RuntimeError("aborted")
-        while True:  # make room for the end marker: the thread is not writing any more
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._queue.put(None)
-        self._thread.join()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Inference
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def process_video(pipe, reader, job: Job, args: argparse.Namespace, progress=None) -> VideoStats:
-    """Stream `reader` through `pipe` into the writers of `job`; outputs are renamed only if everything worked."""
-    import numpy as np
-
-    from normalcrafter_pipeline.video_io import VideoReadError, close_together
-
-    stats = VideoStats()
-    keep_inputs = "side_by_side" in job.outputs
-    pending_inputs: collections.deque = collections.deque()
-    start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        writers = open_writers(job, reader, stack, args)
-        prefetcher = Prefetcher(reader, maxsize=args.window_size + args.decode_chunk_size)
-        stack.callback(prefetcher.close)
-        background = BackgroundWriter(writers)
-
-        frames_read = 0
-        reader_ended = False
-
-        def frames():
-            nonlocal frames_read, reader_ended
-            for frame in prefetcher:
-                if keep_inputs:  # held until their normals are final: O(window) frames
-                    pending_inputs.append(frame)
-                frames_read += 1
-                yield frame
-            reader_ended = True
-
-        def no_frame_error():
-            return VideoReadError(
-                f"{job.source}: no frame could be read, although the input announced {len(reader)}; nothing was "
-                "written."
-            )
-
-        try:
-            for normals in pipe.stream(
-                frames(),
-                window_size=args.window_size,
-                overlap=args.overlap,
-                num_inference_steps=args.steps,
-                decode_chunk_size=args.decode_chunk_size,
-                output_type="np",
-            ):
-                inputs = np.stack([pending_inputs.popleft() for _ in range(len(normals))]) if keep_inputs else None
-                background.submit(normals, inputs)
-                stats.frames += len(normals)
-                if progress is not None:
-                    progress.update(len(normals))
-        except BaseException as error:
-            background.abort()
-            if isinstance(error, ValueError) and reader_ended and frames_read == 0:
-                raise no_frame_error() from None  # the pipeline refuses an empty video; say why it was empty
-            raise
-        background.finish()
-        if stats.frames == 0:  # the writers' own error ("no frame was written to ...") would not say why
-            raise no_frame_error()
-        stats.read_wait_s = prefetcher.wait_s
-        stats.write_s = background.busy_s
-        stats.write_wait_s = background.wait_s
-        # A signal waits until every output is renamed: an input is done or not, never half-done.
-        with signals_deferred():
-            close_together(writers)
-    stats.seconds = time.perf_counter() - start
-    return stats
-
-
-def resolve_device(name: str, state=None):
-    """The torch device for `--device name`; `state` (accelerate's `PartialState`) gives each process of a
-    multi-process run its own GPU. Raises `UsageError` for a device that is not there."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            if state is not None and state.num_processes > 1:  # one GPU per process on each machine
-                return torch.device("cuda", state.local_process_index % torch.cuda.device_count())
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available here; use --device auto or cpu.")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError(f"--device {name}: MPS is not available here; use --device auto or cpu.")
-    if device.type == "cuda" and device.index is None and state is not None and state.num_processes > 1:
-        device = torch.device("cuda", state.local_process_index % torch.cuda.device_count())
-    return device
-
-
-def check_offload(cpu_offload: str, device_name: str, device) -> None:
-    """Offloading moves weights between the CPU and an accelerator: refuse it when the device is the CPU, whether
-    named (`--device cpu`) or found (`--device auto` on a machine without a GPU). Raises `UsageError`."""
-    if cpu_offload == "none" or device.type != "cpu":
-        return
-    if device_name == "auto":
-        raise UsageError(
-            f"--cpu-offload {cpu_offload} needs a GPU, but --device auto found none here (no CUDA, no MPS): "
-            "offloading moves weights between the CPU and an accelerator; drop --cpu-offload."
-        )
-    raise UsageError(
-        f"--cpu-offload {cpu_offload} conflicts with --device {device_name}: offloading moves weights between the "
-        "CPU and an accelerator; drop --cpu-offload or pick a GPU --device."
-    )
-
-
-def cpu_has_native_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(name: str, device):
-    import torch
-
-    from normalcrafter_pipeline.dtypes import torch_dtype
-
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return torch.bfloat16
-        return torch.float32
-    return torch_dtype(name)
-
-
-def load_pipeline(args: argparse.Namespace, device, dtype, compile_unet: bool = False):
-    from normalcrafter_pipeline import NormalCrafterPipeline
-
-    pipe = NormalCrafterPipeline.from_pretrained(args.model, base_model=args.base_model, torch_dtype=dtype)
-    if args.cpu_offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif args.cpu_offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    if compile_unet:
-        pipe.compile()
-    pipe.set_progress_bar_config(disable=True)  # the CLI shows its own bar over frames
-    return pipe
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The runner's options from the command line's (each flag is named as the option it sets)."""
+    return RunOptions(**{option.name: getattr(args, option.name) for option in dataclasses.fields(RunOptions)})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -833,12 +491,6 @@ def signals_deferred():
             raise Interrupted(signum)
 
 
-def remove_own_partials() -> list[Path]:
-    """This process's temporary outputs (those its writers have not removed yet)."""
-    video_io = sys.modules.get("normalcrafter_pipeline.video_io")
-    return [] if video_io is None else video_io.remove_own_partials()  # no writer without the module
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on `argv` (default `sys.argv[1:]`) and return its exit status."""
     handlers: list[logging.Handler] = []
@@ -847,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
             return _main(argv, handlers)
         except (Interrupted, KeyboardInterrupt) as interrupt:
             signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
-            remove_own_partials()
+            writers = sys.modules.get("normalcrafter_pipeline.normals_writers")
+            if writers is not None:  # no writer ran without it
+                writers.remove_own_partials()
             name = signal.Signals(signum).name
             print_error(f"interrupted by {name}; partial outputs were removed, finished outputs kept.")
             return 128 + signum
@@ -882,7 +536,8 @@ def _main(argv: list[str] | None, handlers: list[logging.Handler]) -> int:
     import torch
     from accelerate import PartialState
 
-    from normalcrafter_pipeline.video_io import read_video, remove_stale_partials
+    from normalcrafter_pipeline.normals_writers import remove_stale_partials
+    from normalcrafter_pipeline.video_io import read_video
 
     # accelerate counts the processes of a launch on CPUs (`--multi_gpu` on a machine without GPUs, or --device
     # cpu) only when asked for CPU processes; otherwise each would see itself alone and do every input.
@@ -946,7 +601,14 @@ def _run_jobs(args, ready, device, dtype, state, prefix: str, failures: list[tup
     if not args.verbose:
         quiet_libraries()
     try:
-        pipe = load_pipeline(args, device, dtype, compile_unet=args.compile)
+        pipe = load_pipeline(
+            args.model,
+            device,
+            dtype,
+            base_model=args.base_model,
+            cpu_offload=args.cpu_offload,
+            compile_unet=args.compile,
+        )
     except Exception as error:
         hint = "" if args.verbose else " (--verbose shows the traceback)"
         if args.verbose:
@@ -968,7 +630,7 @@ def _run_jobs(args, ready, device, dtype, state, prefix: str, failures: list[tup
                 position=state.process_index,
                 leave=state.num_processes == 1,
             ) as progress:
-                stats = process_video(pipe, reader, job, args, progress)
+                stats = process_video(pipe, reader, job, run_options(args), progress, commit_guard=signals_deferred)
         except Exception as error:  # one bad input does not stop the others
             failures.append((str(job.source), describe_error(error, job.source)))
             print_error(f"{prefix}{job.source}: {describe_error(error, job.source)}")

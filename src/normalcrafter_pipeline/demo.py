@@ -36,16 +36,19 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from types import SimpleNamespace
 
 from normalcrafter_pipeline import cli
 from normalcrafter_pipeline.dtypes import DTYPE_NAMES
+from normalcrafter_pipeline.model_setup import UsageError, check_offload, load_pipeline, resolve_device, resolve_dtype
+from normalcrafter_pipeline.normalcrafter_checks import check_window_args
+from normalcrafter_pipeline.video_runner import Job, RunOptions, output_paths, process_video
 
 logger = logging.getLogger(__name__)
 
-# A source checkout (and an editable install) has the sample clip beside this package's source folder.
-SAMPLE_CLIP = Path(__file__).resolve().parents[2] / "examples" / "sample_clip.mp4"
+# Package data: installed with the package (a wheel as well as a source checkout).
+SAMPLE_CLIP = Path(str(resources.files("normalcrafter_pipeline") / "assets" / "sample_clip.mp4"))
 DOWNLOAD_FORMATS = {
     "normals mp4": "mp4",
     "npy (float16)": "npy",
@@ -101,7 +104,7 @@ class Settings:
 def check_settings(settings: Settings, limits: Limits) -> None:
     """Raise `DemoInputError` for a setting out of range (the same window check as the pipeline and the CLI)."""
     try:
-        cli._check_window_args(settings.window_size, settings.overlap)
+        check_window_args(settings.window_size, settings.overlap)
     except ValueError as error:
         raise DemoInputError(str(error).replace("`window_size`", "Window").replace("`overlap`", "Overlap")) from None
     if not isinstance(settings.steps, int) or not 1 <= settings.steps <= 50:
@@ -187,7 +190,7 @@ class WorkArea:
     @staticmethod
     def remove_stale(parent: str | os.PathLike | None = None) -> list[Path]:
         """Remove the areas of demo servers that no longer run (killed by SIGKILL or the OOM killer)."""
-        from normalcrafter_pipeline.video_io import process_is_running
+        from normalcrafter_pipeline.normals_writers import process_is_running
 
         parent = Path(parent or tempfile.gettempdir())
         removed = []
@@ -231,7 +234,7 @@ class WorkArea:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The model, loaded by the CLI's code; one precision held at a time
+# The model, loaded as every front end loads it; one precision held at a time
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -241,22 +244,28 @@ class Models:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.device = cli.resolve_device(args.device)
-        cli.check_offload(args.cpu_offload, args.device, self.device)
-        self.default_dtype = cli.resolve_dtype(args.dtype, self.device)
+        self.device = resolve_device(args.device)
+        check_offload(args.cpu_offload, args.device, self.device)
+        self.default_dtype = resolve_dtype(args.dtype, self.device)
         self._pipe = None
         self._dtype = None
         self._lock = threading.Lock()
 
     def dtype_for(self, name: str):
-        return self.default_dtype if name == "auto" else cli.resolve_dtype(name, self.device)
+        return self.default_dtype if name == "auto" else resolve_dtype(name, self.device)
 
     def get(self, name: str = "auto"):
         dtype = self.dtype_for(name)
         with self._lock:
             if self._dtype != dtype:
                 self._pipe = None  # the old one goes before the new one loads: one model in memory
-                self._pipe = cli.load_pipeline(self.args, self.device, dtype)
+                self._pipe = load_pipeline(
+                    self.args.model,
+                    self.device,
+                    dtype,
+                    base_model=self.args.base_model,
+                    cpu_offload=self.args.cpu_offload,
+                )
                 self._dtype = dtype
             return self._pipe
 
@@ -269,7 +278,7 @@ class Models:
 def zip_folder(folder: Path, destination: Path) -> Path:
     """Zip the files of `folder` (sorted, stored without compression: PNG and EXR are compressed already) into
     `destination`, written under a temporary name and renamed when complete."""
-    from normalcrafter_pipeline.video_io import atomic_output
+    from normalcrafter_pipeline.normals_writers import atomic_output
 
     with atomic_output(destination) as partial:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -288,21 +297,13 @@ def run_request(
     on_frames: Callable[[int, int], None] | None = None,
     exr_dtype: str = "float16",
 ) -> tuple[Path, list[Path]]:
-    """Stream `reader` through `pipe` with the CLI's code, writing the side-by-side video and the requested
+    """Stream `reader` through `pipe` with the shared runner, writing the side-by-side video and the requested
     downloads (keys of `DOWNLOAD_FORMATS`) into `folder`; return the side-by-side video and the download files.
     `on_frames(done, total)` is called as frames come out."""
     formats = ["side_by_side", *(DOWNLOAD_FORMATS[label] for label in downloads)]
-    job = cli.Job(source=Path(name), outputs=cli.output_paths(Path(name), folder, formats))
-    options = SimpleNamespace(
-        window_size=settings.window_size,
-        overlap=settings.overlap,
-        steps=settings.steps,
-        decode_chunk_size=7,
-        convention="opengl",
-        flip_x=False,
-        flip_y=False,
-        flip_z=False,
-        exr_dtype=exr_dtype,
+    job = Job(source=Path(name), outputs=output_paths(Path(name), folder, formats))
+    options = RunOptions(
+        window_size=settings.window_size, overlap=settings.overlap, steps=settings.steps, exr_dtype=exr_dtype
     )
 
     class _Progress:
@@ -313,7 +314,7 @@ def run_request(
             if on_frames is not None:
                 on_frames(self.done, len(reader))
 
-    cli.process_video(pipe, reader, job, options, _Progress())
+    process_video(pipe, reader, job, options, _Progress())
     files = []
     for fmt, path in job.outputs.items():
         if fmt in ("png16", "exr"):  # folders of frames travel as one zip
@@ -471,8 +472,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sample",
         default=str(SAMPLE_CLIP) if SAMPLE_CLIP.is_file() else None,
-        help="video offered by the 'Use the sample clip' button (default: examples/sample_clip.mp4 of a source "
-        "checkout; none otherwise).",
+        help="video offered by the 'Use the sample clip' button (default: the sample clip installed with the "
+        "package).",
     )
     parser.add_argument("--verbose", action="store_true", help="library logs and tracebacks of failures.")
     args = parser.parse_args(argv)
@@ -499,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from normalcrafter_pipeline.video_io import openexr_missing_reason
+    from normalcrafter_pipeline.normals_writers import openexr_missing_reason
 
     if not args.verbose:
         cli.quiet_libraries()
@@ -508,7 +509,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         models = Models(args)
         models.get("auto")  # fail now, with the CLI's message, rather than on the first request
-    except cli.UsageError as error:
+    except UsageError as error:
         cli.print_error(str(error))
         return cli.EXIT_USAGE
     except Exception as error:

@@ -38,7 +38,6 @@ import time
 
 import numpy as np
 import PIL.Image
-import torch
 from tqdm.auto import tqdm
 
 from .dtypes import DTYPE_NAMES
@@ -56,13 +55,12 @@ from .metrics import (
     reprojection_error,
     temporal_change_error,
 )
-from .pipeline_normalcrafter import DEFAULT_MODEL_ID, NormalCrafterPipeline
-from .video_io import atomic_output
+from .normalcrafter_checks import DEFAULT_MODEL_ID
+from .normals_writers import atomic_output
 
 logger = logging.getLogger(__name__)
 
 RESULTS_VERSION = 2
-DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES.values()}  # float32, float16, bfloat16
 # Heat-map colour ramp (0 degrees -> dark blue ... `heatmap_max_deg` and above -> dark red); invalid pixels are black.
 _RAMP = np.array(
     [[0.19, 0.07, 0.23], [0.16, 0.47, 0.93], [0.10, 0.84, 0.62], [0.64, 0.99, 0.24], [0.98, 0.73, 0.22],
@@ -261,36 +259,6 @@ def markdown_table(total: dict, records: dict[str, dict], settings: dict) -> str
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _resolve_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"`dtype` must be one of {sorted(DTYPES)} or a torch.dtype, got {dtype!r}.")
-    return DTYPES[dtype]
-
-
-def load_pipeline(model, device: str | None = None, dtype=None, **load_kwargs):
-    """A ready pipeline from a model folder / repo id, or `model` itself when it already is a pipeline."""
-    torch_dtype = _resolve_dtype(dtype)
-    if isinstance(model, (str, os.PathLike)):
-        if torch_dtype is not None:
-            load_kwargs["torch_dtype"] = torch_dtype
-        pipe = NormalCrafterPipeline.from_pretrained(os.fspath(model), **load_kwargs)
-    elif callable(model):
-        pipe = model
-        if torch_dtype is not None:
-            pipe = pipe.to(dtype=torch_dtype)
-    else:
-        raise ValueError(
-            f"`pipe_or_model_path` must be a model folder, a Hub repo id or a NormalCrafterPipeline, got {model!r}."
-        )
-    if device is not None:
-        pipe = pipe.to(device)
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def _sequence_clip(sequence, records) -> dict:
     """A sequence's frames as the dict `score_clip` reads (our clips also bring the camera of the reprojection)."""
     depth = None
@@ -348,9 +316,11 @@ def evaluate_model(
         resume: skip sequences whose JSON in `out_dir/clips/` was written with the same settings. The settings name
             the model by its label: when scoring different pipeline objects (say, checkpoints of one training run)
             into one `out_dir`, give each its own `model_name`, or use one `out_dir` per model.
+        device, dtype: where and in which precision to run (`"fp32"`, `"fp16"`, `"bf16"`, `"auto"` or a dtype).
         depth_tolerance: relative depth agreement for the reprojection metric's co-visibility test (clips with
             depth and cameras).
         model_name: the label in settings and tables (default: the path, or the pipeline's `_name_or_path`).
+        load_kwargs: extra keyword arguments for `from_pretrained`.
 
     Returns:
         `{"total": dataset metrics (with `aggregations`: the columns pooled over pixels and as per-image means),
@@ -595,7 +565,7 @@ def parse_args(input_args=None) -> argparse.Namespace:
     parser.add_argument("--heatmap-max-deg", type=float, default=45.0)
     parser.add_argument("--no-resume", action="store_true", help="re-score sequences that already have results")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where the model loads)")
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES))
+    parser.add_argument("--dtype", default=None, choices=("auto", *DTYPE_NAMES))
     parser.add_argument("--depth-tolerance", type=float, default=0.05)
     return parser.parse_args(input_args)
 

@@ -25,7 +25,9 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from .pipeline_normalcrafter import check_window_args, normalize_normals
+from .model_setup import load_pipeline, resolve_dtype
+from .normalcrafter_checks import check_window_args
+from .normalcrafter_video_processor import normalize_normals
 
 MODEL_SPEC_PREFIXES = ("per-frame:", "marigold:", "diffusers:")
 
@@ -59,9 +61,7 @@ def model_label(model) -> str:
 
 
 def _dtype_name(dtype) -> str:
-    from .evaluation import _resolve_dtype  # the shared dtype names (evaluation imports this module)
-
-    torch_dtype = _resolve_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype)
     return str(torch_dtype).replace("torch.", "") if torch_dtype is not None else "default"
 
 
@@ -156,8 +156,6 @@ class NormalCrafterPredictor(NormalsPredictor):
     @property
     def pipe(self):
         if self._pipe is None:
-            from .evaluation import load_pipeline  # NormalCrafter loading (evaluation imports this module)
-
             self._pipe = load_pipeline(self.model, device=self.device, dtype=self.dtype, **self.load_kwargs)
         return self._pipe
 
@@ -218,9 +216,7 @@ class DiffusersNormalsPredictor(NormalsPredictor):
     @property
     def pipe(self):
         if self._pipe is None:
-            from .evaluation import _resolve_dtype  # the shared dtype names (evaluation imports this module)
-
-            torch_dtype = _resolve_dtype(self.dtype)
+            torch_dtype = resolve_dtype(self.dtype)
             if isinstance(self.model, (str, os.PathLike)):
                 pipeline_class = self.pipeline_class
                 if pipeline_class is None:

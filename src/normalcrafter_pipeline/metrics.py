@@ -169,6 +169,23 @@ def mean_of_means(summaries: Sequence[dict], key: str = "mean") -> float:
     return math.fsum(s[key] for s in summaries) / len(summaries)
 
 
+def _pooled_pairs(accumulator: MeanAccumulator, per_pair: list) -> dict:
+    """The result of a metric over consecutive frame pairs: the pooled mean, its pixel count and sum, and each
+    pair's mean."""
+    return {
+        "mean": accumulator.compute(),
+        "num_pixels": accumulator.count,
+        "sum": accumulator.total,
+        "per_pair": per_pair,
+    }
+
+
+def _without_nan(values) -> np.ndarray:
+    """`values` as a flat float64 array without its NaNs (pixels without ground truth)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    return values[~np.isnan(values)]
+
+
 class ErrorAccumulator:
     """Pools angular errors of many frames or clips without storing them (see the module docstring).
 
@@ -193,8 +210,7 @@ class ErrorAccumulator:
         return math.fsum(self._square_sums)
 
     def update(self, errors) -> ErrorAccumulator:
-        errors = np.asarray(errors, dtype=np.float64).ravel()
-        errors = errors[~np.isnan(errors)]
+        errors = _without_nan(errors)
         if errors.size == 0:
             return self
         self.count += int(errors.size)
@@ -278,8 +294,7 @@ class MeanAccumulator:
         return math.fsum(self._sums)
 
     def update(self, values) -> MeanAccumulator:
-        values = np.asarray(values, dtype=np.float64).ravel()
-        values = values[~np.isnan(values)]
+        values = _without_nan(values)
         self._sums.append(math.fsum(values))
         self.count += int(values.size)
         return self
@@ -332,12 +347,7 @@ def temporal_change_error(pred, target, mask=None) -> dict:
         pair = MeanAccumulator().update(np.abs(change_pred - change_target))
         per_pair.append(pair.compute())
         accumulator.merge(pair)
-    return {
-        "mean": accumulator.compute(),
-        "num_pixels": accumulator.count,
-        "sum": accumulator.total,
-        "per_pair": per_pair,
-    }
+    return _pooled_pairs(accumulator, per_pair)
 
 
 def _check_camera(depth, intrinsics, poses, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -416,9 +426,4 @@ def reprojection_error(pred, depth, intrinsics, poses, mask=None, depth_toleranc
         pair = MeanAccumulator().update(angle_between_deg(rotated, pred[t + 1][row[covisible], col[covisible]]))
         per_pair.append(pair.compute())
         accumulator.merge(pair)
-    return {
-        "mean": accumulator.compute(),
-        "num_pixels": accumulator.count,
-        "sum": accumulator.total,
-        "per_pair": per_pair,
-    }
+    return _pooled_pairs(accumulator, per_pair)

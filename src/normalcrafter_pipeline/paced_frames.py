@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-OFFLOAD_MODES = ("none", "model", "sequential")
-
 
 class PacedFrames:
     """An iterable over `frames` that calls `before_frame()` before handing out each frame (raise there to stop the

@@ -4,10 +4,11 @@
     normalcrafter-publish -o normalcrafter-diffusers --push-to-hub --repo-id you/normalcrafter-diffusers --private
 
 The folder holds every component in safetensors (fp32, plus an `fp16` variant unless `--no-fp16-variant`),
-`model_index.json`, the pipeline's code as `pipeline.py` (diffusers' custom-pipeline layout, written by
-`save_pretrained` from the installed package), and a `README.md` made from the project's `model_card.md`: its YAML
-header (library, pipeline tag, the base model's licence) and a usage section for this repo. Diffusers alone loads
-it with `DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`.
+`model_index.json`, the Hub code (`pipeline.py` and the sibling modules it imports: diffusers' custom-pipeline
+layout, written by `save_pretrained` from the installed package), and a `README.md` made from the model card
+template installed with the package (the project's `model_card.md`): its YAML header (library, pipeline tag, the
+base model's licence) and a usage section for this repo. Diffusers alone loads it with
+`DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import os
 import re
 import shutil
 import sys
+from importlib import resources
 from pathlib import Path
 
 DEFAULT_REPO_ID = "your-name/normalcrafter-diffusers"
-# The project's model card, when the package runs from its source tree (an editable install or a checkout).
-SOURCE_MODEL_CARD = Path(__file__).resolve().parents[2] / "model_card.md"
+# The project's model card, installed with the package as package data.
+MODEL_CARD_TEMPLATE = Path(str(resources.files("normalcrafter_pipeline") / "assets" / "model_card.md"))
 
 USAGE_SECTION = '''## Usage
 
@@ -54,7 +56,7 @@ for normals in pipe.stream(read_video("clip.mp4", max_res=1024)):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from .pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
+    from .normalcrafter_checks import DEFAULT_BASE_MODEL_ID, DEFAULT_MODEL_ID
 
     parser = argparse.ArgumentParser(
         prog="normalcrafter-publish",
@@ -66,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL_ID, help="repo id or folder completing them")
     parser.add_argument("--revision", default=None, help="revision of --weights")
     parser.add_argument("--no-fp16-variant", dest="fp16_variant", action="store_false", help="write fp32 only")
-    parser.add_argument("--model-card", type=Path, default=None, help=f"card template (default {SOURCE_MODEL_CARD})")
+    parser.add_argument("--model-card", type=Path, default=None, help=f"card template (default {MODEL_CARD_TEMPLATE})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     parser.add_argument("--push-to-hub", action="store_true", help="upload the folder to --repo-id")
     parser.add_argument("--repo-id", default=None, help=f"Hub repo to create/update (default {DEFAULT_REPO_ID!r})")
@@ -75,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.repo_id:
         parser.error("--push-to-hub needs --repo-id (e.g. you/normalcrafter-diffusers)")
-    card = args.model_card or SOURCE_MODEL_CARD
+    card = args.model_card or MODEL_CARD_TEMPLATE
     if not card.is_file():
         parser.error(f"model card template {str(card)!r} not found; pass --model-card path/to/model_card.md")
     args.model_card = card
@@ -107,8 +109,8 @@ def build_repo(
     """Write the complete repo folder `output_dir` (under a temporary name first, renamed when complete)."""
     import torch
 
-    from .pipeline_normalcrafter import NormalCrafterPipeline
-    from .video_io import atomic_output
+    from .normals_writers import atomic_output
+    from .pretrained import NormalCrafterPipeline
 
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,7 @@ def build_repo(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .pipeline_normalcrafter import upload_folder_to_hub
+    from .hub_publishing import upload_folder_to_hub
 
     repo_id = args.repo_id or DEFAULT_REPO_ID
     try:

@@ -91,7 +91,7 @@ def tiny_components(seed: int = 0, cross_attention_dim: int = 32) -> dict:
     Returns a dict with `unet` (a `NormalCrafterUNet`), `vae`, `image_encoder`, `feature_extractor` and
     `scheduler`, ready for `NormalCrafterPipeline(**components)`.
     """
-    from .pipeline_normalcrafter import NormalCrafterUNet
+    from .normalcrafter_unet import NormalCrafterUNet
 
     torch.manual_seed(seed)
     unet = NormalCrafterUNet(
@@ -151,7 +151,7 @@ def svd_xt_components(seed: int = 0, dtype: torch.dtype | None = None) -> dict:
     Each model is cast to `dtype` as soon as it is built, so fp32 and reduced-precision copies of everything never
     coexist in memory.
     """
-    from .pipeline_normalcrafter import NormalCrafterUNet
+    from .normalcrafter_unet import NormalCrafterUNet
 
     def built(module):
         module = module.eval()
@@ -174,7 +174,7 @@ def svd_xt_components(seed: int = 0, dtype: torch.dtype | None = None) -> dict:
 
 def tiny_pipeline(seed: int = 0, **kwargs):
     """A `NormalCrafterPipeline` made of `tiny_components(seed)`."""
-    from .pipeline_normalcrafter import NormalCrafterPipeline
+    from .pretrained import NormalCrafterPipeline
 
     return NormalCrafterPipeline(**tiny_components(seed, **kwargs))
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import PIL.Image
 
-from ..normals_processor import NormalsProcessor
+from ..normalcrafter_normals_processor import NormalsProcessor
 from .png16 import read_png16, write_png16
 
 AXIS_CONVENTION = "opengl_camera"

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 from ..formats.layouts import open_layout
-from ..pipeline_normalcrafter import DEFAULT_BASE_MODEL_ID
+from ..normalcrafter_checks import DEFAULT_BASE_MODEL_ID
 from .checkpointing import checkpoint_to_resume
 from .data import NormalClipDataset
 from .memory_plan import add_dry_run_options, print_dry_run

@@ -120,7 +120,7 @@ def build_meta_models(pretrained: str, dino_model: str | None, sfr_hidden_dim: i
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model
 
-    from ..pipeline_normalcrafter import NormalCrafterUNet
+    from ..normalcrafter_unet import NormalCrafterUNet
     from ..testing_utils import SVD_XT_CLIP_CONFIG, SVD_XT_UNET_CONFIG, SVD_XT_VAE_CONFIG
     from .sfr import SFRProjector, sfr_feature_channels
 

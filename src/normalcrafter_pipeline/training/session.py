@@ -17,7 +17,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 
 from ..dtypes import torch_dtype
-from ..pipeline_normalcrafter import NormalCrafterPipeline
+from ..pretrained import NormalCrafterPipeline
 from .checkpointing import is_sharded, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
 from .data import ClipBatchSampler, NormalClipDataset
 from .schedule import get_warmup_exponential_scheduler

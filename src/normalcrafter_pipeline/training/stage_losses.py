@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..pipeline_normalcrafter import predict_window_latents
+from ..normalcrafter_windows import predict_window_latents
 from .edm import add_noise, edm_denoise, sample_sigmas
 from .losses import angular_loss, check_finite, dsm_loss, masked_l1_loss
 from .sfr import FeatureTap, sfr_loss

@@ -12,7 +12,8 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from ..formats.layouts import open_layout
-from ..pipeline_normalcrafter import NormalCrafterPipeline, normalize_normals
+from ..normalcrafter_video_processor import normalize_normals
+from ..pretrained import NormalCrafterPipeline
 from .losses import mean_angular_error_deg
 
 logger = get_logger(__name__)
