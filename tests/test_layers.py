@@ -13,7 +13,7 @@ PACKAGE_DIR = Path(normalcrafter_pipeline.__file__).parent
 # functions count too). Keyed by the first component of the module's name inside the package.
 LAYERS = [
     # file formats, pure maths, names without torch
-    {"formats", "normalcrafter_normals_processor", "metrics", "dtypes", "normalcrafter_checks"},
+    {"formats", "normalcrafter_normals_processor", "metrics", "dtypes", "normalcrafter_checks", "paced_frames"},
     # the Hub code: the pipeline and its parts
     {"normalcrafter_unet", "normalcrafter_video_processor", "normalcrafter_windows", "pipeline_normalcrafter"},
     # the package's pipeline (loading, saving, publishing) and video input and output
@@ -21,7 +21,7 @@ LAYERS = [
     # what every front end shares
     {"model_setup", "video_runner", "testing_utils"},
     # the front ends and training
-    {"cli", "demo", "evaluation", "publish", "training"},
+    {"cli", "demo", "evaluation", "evaluation_models", "evaluation_report", "publish", "training"},
 ]
 MAX_LINES = 700
 

@@ -16,7 +16,7 @@ from normalcrafter_pipeline.formats.kenburns import normals_from_depth
 from normalcrafter_pipeline.formats.layout_io import LayoutError
 from normalcrafter_pipeline.formats.layouts import open_layout, parse_layout
 from normalcrafter_pipeline.formats.png16 import write_png16
-from normalcrafter_pipeline.normals_processor import NormalsProcessor
+from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
 from normalcrafter_pipeline.training.data import NormalClipDataset
 
 h5py = pytest.importorskip("h5py")

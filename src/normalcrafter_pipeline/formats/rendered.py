@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from ..normals_processor import NormalsProcessor
+from ..normalcrafter_normals_processor import NormalsProcessor
 from .exr import read_exr
 from .layout_io import LayoutError, check_same_size, read_json, read_mask, read_rgb, unit_normals
 from .png16 import read_png16
