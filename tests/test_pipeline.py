@@ -480,7 +480,9 @@ def test_compiled_unet_gives_the_eager_numbers_and_compiles_once_per_shape(pipe)
     assert np.median(angles_deg(second, pipe(video[::-1].copy()).normals)) < 0.05
 
 
-@pytest.mark.parametrize("dtype,channels_last", [(torch.float64, False), (torch.float32, False), (torch.bfloat16, True)])
+@pytest.mark.parametrize(
+    "dtype,channels_last", [(torch.float64, False), (torch.float32, False), (torch.bfloat16, True)]
+)
 def test_vae_encoder_input_layout_follows_the_dtype_and_keeps_the_latents(dtype, channels_last):
     """bf16 runs the encoder in NHWC (faster on CPUs); fp32 and fp64 in NCHW, whose CPU group norms are exact. The
     latents are those of a plain call."""
