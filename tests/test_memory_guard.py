@@ -75,10 +75,11 @@ def test_stream_peak_memory_stays_flat_from_a_short_video_to_one_ten_times_longe
 
 
 def live_tensor_bytes() -> int:
-    """Bytes of the distinct storages of every tensor the garbage collector reaches, parameters aside."""
+    """Bytes of the distinct storages of every plain tensor with data the garbage collector reaches (parameters and
+    tensor subclasses, such as the fake tensors of a compiled model elsewhere in the process, aside)."""
     storages = {}
     for obj in gc.get_objects():
-        if issubclass(type(obj), torch.Tensor) and not issubclass(type(obj), torch.nn.Parameter):
+        if type(obj) is torch.Tensor and not obj.is_meta:
             storage = obj.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values())
