@@ -12,7 +12,8 @@ Levers:
   clip-onednn-mlp     CLIP's MLP through oneDNN with weights packed once, bias and GELU fused into the matmuls (what
                       inductor's weight freezing does for these layers, without compiling anything else)
   unet-eager-attn     the UNet's attention as diffusers' `AttnProcessor` (baddbmm-softmax-bmm) instead of SDPA
-  encode-nchw         the VAE encoder fed NCHW pixels instead of channels_last (the default since it was measured)
+  encode-nchw         the VAE encoder fed NCHW pixels instead of channels_last (this script's default encode pass
+                      in every dtype; the pipeline feeds channels_last in bf16 and fp16, NCHW in fp32 and fp64)
   decode-cl           the VAE decoder fed channels_last latents
   decode-silu-inplace the VAE's SiLU activations in place (saves one buffer per activation)
   compile-STAGE       `torch.compile` (inductor, weight freezing unless `--no-freezing`) of clip, encode, unet or

@@ -57,3 +57,12 @@ def test_bench_levers_smoke_compares_each_lever_with_the_default(capsys):
     assert by_lever["decode-silu-inplace"]["max_diff"] == 0.0  # in place changes no number
     assert by_lever["unet-eager-attn"]["max_diff"] < 1e-4  # the same attention, another kernel
     assert all(row["default_s"] > 0 and row["lever_s"] > 0 for row in rows)
+
+
+def test_bench_encoder_layout_smoke_prints_the_group_norm_table(capsys):
+    bench = load_benchmark("bench_encoder_layout.py")
+    bench.main(["--parts", "groupnorm"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]  # after the header
+    assert [row[1] for row in rows] == ["NCHW", "NHWC", "NCHW", "NHWC"]
+    assert all(float(cell) < 1e-6 for row in rows if row[1] == "NCHW" for cell in row[2:])  # float32 rounding

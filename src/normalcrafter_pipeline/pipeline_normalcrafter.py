@@ -183,14 +183,20 @@ class NormalCrafterPipeline(DiffusionPipeline):
         )
         if upcast:
             self.vae.to(dtype=torch.float32)
-        # channels_last (NHWC) input: the convolutions then run and stay in NHWC, which on CPUs is 2.2x faster in bf16
-        # and 1.16x in fp32 for the SVD-xt encoder at 128x256 (benchmarks/BENCHMARKS.md). It is also the layout the
-        # reference's encoder sees (its frames come from a permuted HWC array).
-        pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
+        pixels = pixels.to(device).contiguous(memory_format=self._vae_encoder_memory_format(self.vae.dtype))
         latents = self.vae.encode((pixels * 2.0 - 1.0).to(self.vae.dtype)).latent_dist.mode()
         if upcast:
             self.vae.to(dtype=torch.float16)
         return latents
+
+    @staticmethod
+    def _vae_encoder_memory_format(dtype: torch.dtype) -> torch.memory_format:
+        """The layout of the VAE encoder's input, which its convolutions and group norms keep: channels_last (NHWC)
+        in bf16 and fp16, where NHWC convolutions are faster on CPUs; the plain layout (NCHW) in fp32 and fp64. On
+        the CPU, GroupNorm on a channels_last tensor takes E[x^2] - E[x]^2 from float32 sums run one position after
+        another, which drift on white-padded frames (many equal terms) far beyond fp32 rounding, and the model
+        amplifies that; the NCHW kernel's statistics stay at rounding level (benchmarks/BENCHMARKS.md)."""
+        return torch.channels_last if dtype in (torch.bfloat16, torch.float16) else torch.contiguous_format
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """`[N, C, h, w]` merged latents (one decode chunk) -> `[N, 3, H, W]` float32 in about [-1, 1]."""
