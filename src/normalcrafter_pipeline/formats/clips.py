@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
@@ -77,14 +78,24 @@ def _read_normal(path: str) -> np.ndarray:
     return normal
 
 
-def load_clip(folder: str | os.PathLike, frame_indices: Sequence[int] | None = None) -> dict:
-    """Read a clip folder (all frames, or `frame_indices`).
+@dataclass(frozen=True)
+class ClipFiles:
+    """The frame files of one clip folder, listed once: sorted file names per sub-folder (`mask` and `depth` empty
+    when the clip has none). `list_clip_files` checks that every frame has its normal map."""
 
-    Returns a dict with `rgb` uint8 `(F, H, W, 3)`, `normal` float32 `(F, H, W, 3)`, `mask` bool `(F, H, W)` or
-    None, `depth` float32 `(F, H, W)` or None, and `meta` (the parsed meta.json).
-    """
+    folder: str
+    rgb: list[str]
+    normal: list[str]
+    mask: list[str]
+    depth: list[str]
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+
+def list_clip_files(folder: str | os.PathLike) -> ClipFiles:
+    """List a clip folder's frames (see the module docstring); raises when it has none or lacks normal maps."""
     folder = os.fspath(folder)
-    meta = read_meta(folder)
     rgb_names = _frame_files(os.path.join(folder, "rgb"), (".png", ".jpg", ".jpeg"))
     normal_names = _frame_files(os.path.join(folder, "normal"), (".png", ".npy"))
     if not rgb_names:
@@ -94,35 +105,50 @@ def load_clip(folder: str | os.PathLike, frame_indices: Sequence[int] | None = N
             f"Clip folder {folder!r} has {len(rgb_names)} rgb frames but {len(normal_names)} normal maps; every "
             "frame needs normal/<index>.png or normal/<index>.npy."
         )
-    if frame_indices is None:
-        frame_indices = range(len(rgb_names))
-    frame_indices = list(frame_indices)
-    for index in frame_indices:
-        if not 0 <= index < len(rgb_names):
-            raise ValueError(f"`frame_indices` contains {index}; clip {folder!r} has frames 0..{len(rgb_names) - 1}.")
-
-    rgb = np.stack(
-        [np.asarray(PIL.Image.open(os.path.join(folder, "rgb", rgb_names[i])).convert("RGB")) for i in frame_indices]
+    return ClipFiles(
+        folder,
+        rgb_names,
+        normal_names,
+        _frame_files(os.path.join(folder, "mask"), (".png",)),
+        _frame_files(os.path.join(folder, "depth"), (".npy",)),
     )
-    normal = np.stack([_read_normal(os.path.join(folder, "normal", normal_names[i])) for i in frame_indices])
-    if normal.shape[:3] != rgb.shape[:3]:
-        raise ValueError(f"Clip {folder!r}: normal maps are {normal.shape[1:3]} but frames are {rgb.shape[1:3]}.")
 
+
+def read_clip_frame(files: ClipFiles, index: int) -> dict:
+    """Frame `index` of a listed clip: `rgb` uint8 `(H, W, 3)`, `normal` float32 `(H, W, 3)`, `mask` bool `(H, W)`
+    or None, `depth` float32 `(H, W)` or None."""
+    if not 0 <= index < len(files):
+        raise ValueError(f"`frame_indices` contains {index}; clip {files.folder!r} has frames 0..{len(files) - 1}.")
+    folder = files.folder
+    rgb = np.asarray(PIL.Image.open(os.path.join(folder, "rgb", files.rgb[index])).convert("RGB"))
+    normal = _read_normal(os.path.join(folder, "normal", files.normal[index]))
+    if normal.shape[:2] != rgb.shape[:2]:
+        raise ValueError(f"Clip {folder!r}: normal maps are {normal.shape[:2]} but frames are {rgb.shape[:2]}.")
     mask = None
-    mask_names = _frame_files(os.path.join(folder, "mask"), (".png",))
-    if mask_names:
-        mask = np.stack(
-            [
-                np.asarray(PIL.Image.open(os.path.join(folder, "mask", mask_names[i])).convert("L")) > 0
-                for i in frame_indices
-            ]
-        )
+    if files.mask:
+        mask = np.asarray(PIL.Image.open(os.path.join(folder, "mask", files.mask[index])).convert("L")) > 0
     depth = None
-    depth_names = _frame_files(os.path.join(folder, "depth"), (".npy",))
-    if depth_names:
-        depth = np.stack([np.load(os.path.join(folder, "depth", depth_names[i])) for i in frame_indices])
-        depth = depth.astype(np.float32)
-    return {"rgb": rgb, "normal": normal, "mask": mask, "depth": depth, "meta": meta}
+    if files.depth:
+        depth = np.load(os.path.join(folder, "depth", files.depth[index])).astype(np.float32)
+    return {"rgb": rgb, "normal": normal, "mask": mask, "depth": depth}
+
+
+def load_clip(folder: str | os.PathLike, frame_indices: Sequence[int] | None = None) -> dict:
+    """Read a clip folder (all frames, or `frame_indices`).
+
+    Returns a dict with `rgb` uint8 `(F, H, W, 3)`, `normal` float32 `(F, H, W, 3)`, `mask` bool `(F, H, W)` or
+    None, `depth` float32 `(F, H, W)` or None, and `meta` (the parsed meta.json).
+    """
+    meta = read_meta(folder)
+    files = list_clip_files(folder)
+    if frame_indices is None:
+        frame_indices = range(len(files))
+    frames = [read_clip_frame(files, index) for index in frame_indices]
+    clip = {key: np.stack([frame[key] for frame in frames]) for key in ("rgb", "normal")}
+    for key in ("mask", "depth"):
+        clip[key] = np.stack([frame[key] for frame in frames]) if frames[0][key] is not None else None
+    clip["meta"] = meta
+    return clip
 
 
 def write_clip(

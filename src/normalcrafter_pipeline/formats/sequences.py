@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .clips import clip_num_frames, load_clip
+from .clips import list_clip_files, read_clip_frame
 
 
 @dataclass
@@ -64,17 +64,16 @@ class ClipFolderSequence(FrameSequence):
     def __init__(self, folder: str | os.PathLike, name: str | None = None):
         self.folder = os.fspath(folder)
         self.name = name or os.path.basename(os.path.normpath(self.folder))
-        self._length = clip_num_frames(self.folder)
+        self.files = list_clip_files(self.folder)  # listed once; `load` reads one frame's files
 
     def __len__(self) -> int:
-        return self._length
+        return len(self.files)
 
     def load(self, index: int) -> FrameRecord:
         self._check_index(index)
-        clip = load_clip(self.folder, [index])
-        normal = clip["normal"][0]
+        frame = read_clip_frame(self.files, index)
+        normal = frame["normal"]
         valid = np.abs(np.linalg.norm(normal, axis=-1) - 1.0) < 1e-2
-        if clip["mask"] is not None:
-            valid &= clip["mask"][0]
-        depth = clip["depth"][0] if clip["depth"] is not None else None
-        return FrameRecord(rgb=clip["rgb"][0], normal=normal.astype(np.float32), valid=valid, depth=depth)
+        if frame["mask"] is not None:
+            valid &= frame["mask"]
+        return FrameRecord(rgb=frame["rgb"], normal=normal.astype(np.float32), valid=valid, depth=frame["depth"])
