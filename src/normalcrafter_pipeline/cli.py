@@ -246,7 +246,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.process_length == 0 or args.process_length < -1:
         raise UsageError(f"--process-length must be -1 (all frames) or >= 1, got {args.process_length}.")
     if "exr" in args.save:  # found now rather than after the model has loaded
-        from normalcrafter_pipeline.normals_writers import openexr_missing_reason
+        from normalcrafter_pipeline.formats.exr import openexr_missing_reason
 
         reason = openexr_missing_reason()
         if reason is not None:

@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from normalcrafter_pipeline.normals_writers import openexr_missing_reason
+    from normalcrafter_pipeline.formats.exr import openexr_missing_reason
 
     if not args.verbose:
         cli.quiet_libraries()

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .formats.exr import openexr_missing_reason, write_exr
 from .formats.png16 import write_png16
 from .normalcrafter_normals_processor import NormalsProcessor
 
@@ -557,18 +558,6 @@ class NpzWriter(_AtomicOutput):
 EXR_DTYPES = ("float16", "float32")
 
 
-def openexr_missing_reason() -> str | None:
-    """Why EXR files cannot be written here (the OpenEXR bindings are not installed), or None when they can."""
-    import importlib.util
-
-    if importlib.util.find_spec("OpenEXR") is None:
-        return (
-            "writing EXR needs the OpenEXR Python bindings (>= 3.2), which are not installed: "
-            'pip install "normalcrafter-pipeline[exr]" (or pip install "OpenEXR>=3.2")'
-        )
-    return None
-
-
 class ExrSequenceWriter(_AtomicOutput):
     """A folder of EXR images `frame_000000.exr`, ... holding the normals as floats: channels R, G, B are x, y, z,
     half floats by default (`dtype="float32"` for full precision), ZIP-compressed scanlines.
@@ -599,14 +588,9 @@ class ExrSequenceWriter(_AtomicOutput):
         self.temp_path.mkdir()
 
     def write(self, normals: np.ndarray, frames: np.ndarray | None = None) -> None:
-        import OpenEXR
-
-        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
         for normal in self._normals(normals):
-            channels = {name: np.ascontiguousarray(normal[..., i], dtype=self.dtype) for i, name in enumerate("RGB")}
             target = self.temp_path / self.name_format.format(self.num_written)
-            with OpenEXR.File(header, channels) as exr:
-                exr.write(str(target))
+            write_exr(target, normal, half=self.dtype == np.float16)
             self.num_written += 1
 
     def _finish(self) -> None:
