@@ -14,6 +14,9 @@ from normalcrafter_pipeline import NormalCrafterPipeline
 from normalcrafter_pipeline.testing_utils import save_tiny_dino, tiny_pipeline
 from normalcrafter_pipeline.training import NormalClipDataset, is_temporal_parameter, render_dataset
 
+sys.path.insert(0, os.path.dirname(__file__))
+from distributed_launch import check_processes, launch  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "training")
 
@@ -35,15 +38,13 @@ def assets(tmp_path_factory):
 
 
 def _launch(script, args, num_processes=1):
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1",
-        "--num_processes", str(num_processes), "--mixed_precision", "no", "--dynamo_backend", "no",
-        os.path.join(SCRIPTS, f"{script}.py"), *args,
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launcher, env = launch(num_processes)
+    command = [*launcher, os.path.join(SCRIPTS, f"{script}.py"), *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    check_processes(log, num_processes)
+    return log
 
 
 def _common_args(assets, output_dir, steps, sfr=True):
