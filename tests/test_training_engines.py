@@ -1,8 +1,9 @@
 """Training engines: stage 1 on a mixture of three published layouts (Hypersim, 3D Ken Burns, rendered sequences)
 for a few steps on two processes, checkpoints and a resume that gives the very next loss of an uninterrupted run.
 
-DDP runs here on two CPU processes (gloo). accelerate enables FSDP and DeepSpeed only for GPU processes, so those
-tests run where two GPUs are present (`pytest tests/test_training_engines.py` on a GPU machine)."""
+DDP and FSDP run here on two CPU processes (gloo): `accelerate launch` with the shipped configuration and
+`ACCELERATE_USE_CPU=true` (the training session turns FSDP on for CPU processes, which accelerate does only for
+GPUs). DeepSpeed runs where two GPUs are present (`pytest tests/test_training_engines.py` on a GPU machine)."""
 
 import glob
 import os
@@ -16,12 +17,15 @@ import torch
 from normalcrafter_pipeline.testing_utils import save_tiny_dino, tiny_pipeline
 
 sys.path.insert(0, os.path.dirname(__file__))
+from distributed_launch import check_processes, launch  # noqa: E402
 from test_training_layouts import write_hypersim, write_kenburns, write_rendered  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "training", "configs")
 pytest.importorskip("h5py")
-two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="accelerate runs FSDP and DeepSpeed on GPUs")
+two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DeepSpeed runs on GPUs here")
+DDP = ["--config_file", os.path.join(CONFIGS, "ddp.yaml")]
+FSDP = ["--config_file", os.path.join(CONFIGS, "fsdp.yaml")]
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +40,10 @@ def assets(tmp_path_factory):
 
 
 def _launch(assets, output_dir, steps, launch_args, extra=()):
+    """Run stage 1 for `steps` steps on two processes (CPU ones unless two GPUs are present); returns the log."""
+    launcher, env = launch(2, launch_args)
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--num_processes", "2",
-        "--mixed_precision", "no", "--dynamo_backend", "no", *launch_args,
-        os.path.join(REPO, "training", "train_stage1.py"),
+        *launcher, os.path.join(REPO, "training", "train_stage1.py"),
         "--pretrained_model_name_or_path", str(assets / "pipe"), "--output_dir", str(output_dir),
         "--train_data_dir", f"hypersim:{assets / 'hypersim'}", f"kenburns:{assets / 'kenburns'}",
         f"rendered:{assets / 'rendered'}", "--train_data_weights", "1", "1", "2",
@@ -47,10 +51,11 @@ def _launch(assets, output_dir, steps, launch_args, extra=()):
         "--checkpointing_steps", "1", "--lr_warmup_steps", "1", "--learning_rate", "1e-3", "--seed", "0",
         "--dino_model", str(assets / "dino"), "--sfr_hidden_dim", "32", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, f"stage 1 failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    check_processes(log, 2)
+    return log
 
 
 def _losses(output_dir):
@@ -65,16 +70,34 @@ def _losses(output_dir):
     return losses
 
 
-def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args, extra=()):
+def _engine(log):
+    """The distributed type the run's main process reported."""
+    return log.split("[RANK 0] Distributed environment: DistributedType.")[1].split()[0]
+
+
+def _validation_errors(output_dir):
+    """The mean angular errors validation logged, by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    errors = {}
+    for path in glob.glob(os.path.join(output_dir, "logs", "**", "events.out.tfevents*"), recursive=True):
+        events = EventAccumulator(path)
+        events.Reload()
+        if "validation/mean_angular_error_deg" in events.Tags()["scalars"]:
+            errors.update({e.step: e.value for e in events.Scalars("validation/mean_angular_error_deg")})
+    return errors
+
+
+def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args, extra, engines):
     """Four steps straight; then the run interrupted after step 2 (its output folder holding checkpoint-2 only, as
-    a run killed then would leave it) resumed with the same arguments."""
+    a run killed then would leave it) resumed with the same arguments. Both runs used one of `engines`."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _launch(assets, straight, 4, launch_args, extra)
+    assert _engine(_launch(assets, straight, 4, launch_args, extra)) in engines
     assert {d for d in os.listdir(straight) if d.startswith("checkpoint")} == {f"checkpoint-{k}" for k in range(1, 5)}
     os.makedirs(resumed)
     shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
     log = _launch(assets, resumed, 4, launch_args, [*extra, "--resume_from_checkpoint", "latest"])
-    assert "Resuming from checkpoint" in log and "checkpoint-2" in log
+    assert "Resuming from checkpoint" in log and "checkpoint-2" in log and _engine(log) in engines
     expected, got = _losses(straight), _losses(resumed)
     assert sorted(expected) == [1, 2, 3, 4] and sorted(got) == [3, 4]
     assert len(set(expected.values())) == 4
@@ -91,10 +114,13 @@ def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args, extra=()):
     return straight
 
 
+EMA = ["--use_ema", "--ema_decay", "0.5"]  # decay 0.5, so the EMA differs from the trained weights
+
+
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_mixture_resumes_exactly(assets, tmp_path):
-    # With an EMA (decay 0.5, so it differs from the trained weights), which is checkpointed, resumed and saved.
-    straight = _resume_gives_the_same_next_loss(assets, tmp_path, ["--cpu"], ["--use_ema", "--ema_decay", "0.5"])
+def test_ddp_two_processes_mixture_resumes_exactly(assets, tmp_path):
+    # With an EMA, which is checkpointed, resumed and saved.
+    straight = _resume_gives_the_same_next_loss(assets, tmp_path, DDP, EMA, ("MULTI_CPU", "MULTI_GPU"))
     from safetensors.torch import load_file
 
     assert "unet_ema" in os.listdir(straight / "checkpoint-4")
@@ -105,9 +131,30 @@ def test_ddp_two_cpu_processes_mixture_resumes_exactly(assets, tmp_path):
 
 
 @pytest.mark.slow
-@two_gpus
-def test_fsdp_two_gpus_mixture_resumes_exactly(assets, tmp_path):
-    _resume_gives_the_same_next_loss(assets, tmp_path, ["--config_file", os.path.join(CONFIGS, "fsdp.yaml")])
+def test_fsdp_two_processes_mixture_resumes_exactly_and_trains_as_ddp(assets, tmp_path):
+    """FSDP2 with the UNet and SFR projector sharded over two processes, with a sharded EMA and validation (the
+    main process validates whole weights gathered from both): resumes exactly, and trains the model DDP trains
+    (same losses, same final and EMA weights, up to the order of float sums)."""
+    from safetensors.torch import load_file
+
+    validation = [
+        "--validation_data_dir", f"rendered:{assets / 'rendered'}", "--validation_steps", "2",
+        "--num_validation_clips", "1", "--validation_num_frames", "2",
+    ]  # fmt: skip
+    fsdp = _resume_gives_the_same_next_loss(assets, tmp_path / "fsdp", FSDP, EMA + validation, ("FSDP",))
+    assert _validation_errors(fsdp).keys() == {2, 4}
+    assert {"optimizer_0", "pytorch_model_fsdp_0", "unet_ema"} <= set(os.listdir(fsdp / "checkpoint-4"))
+    ddp = tmp_path / "ddp"
+    log = _launch(assets, ddp, 4, DDP, EMA)
+    assert _engine(log) in ("MULTI_CPU", "MULTI_GPU")
+    expected, got = _losses(ddp), _losses(fsdp)
+    assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
+    assert all(abs(got[k] - expected[k]) <= 1e-5 * abs(expected[k]) for k in expected), (expected, got)
+    for weights in ("unet", "checkpoint-4/unet_ema"):
+        want = load_file(ddp / weights / "diffusion_pytorch_model.safetensors")
+        have = load_file(fsdp / weights / "diffusion_pytorch_model.safetensors")
+        assert want.keys() == have.keys()
+        assert all(torch.allclose(have[k], want[k], rtol=1e-5, atol=1e-6) for k in want), weights
 
 
 @pytest.mark.slow
@@ -115,7 +162,7 @@ def test_fsdp_two_gpus_mixture_resumes_exactly(assets, tmp_path):
 def test_deepspeed_zero2_two_gpus_mixture_resumes_exactly(assets, tmp_path):
     pytest.importorskip("deepspeed")
     config = os.path.join(CONFIGS, "deepspeed_zero2.yaml")
-    _resume_gives_the_same_next_loss(assets, tmp_path, ["--config_file", config], ["--use_ema", "--ema_decay", "0.5"])
+    _resume_gives_the_same_next_loss(assets, tmp_path, ["--config_file", config], EMA, ("DEEPSPEED",))
 
 
 def test_dry_run_prints_the_memory_plan_from_configs_alone(tmp_path, capsys):
@@ -165,6 +212,14 @@ def test_dry_run_prints_the_memory_plan_from_configs_alone(tmp_path, capsys):
     zero3 = plan_memory("stage1", engine="zero3", num_gpus=4, **kwargs)
     assert zero2.weights == ddp.weights and zero2.gradients == 4 * trained // 4 and zero2.optimizer == 8 * trained // 4
     assert ddp.weights - zero3.weights == 4 * trained - 4 * trained // 4
+    # The EMA is an fp32 copy of the UNet: whole under DDP, a shard per GPU under FSDP; ZeRO-3 does not train one.
+    unet_parameters = sum(p.numel() for p in pipe.unet.parameters())
+    assert plan_memory("stage1", engine="ddp", use_ema=True, **kwargs).optimizer == ddp.optimizer + 4 * unet_parameters
+    fsdp = plan_memory("stage1", engine="fsdp", num_gpus=4, **kwargs)
+    fsdp_ema = plan_memory("stage1", engine="fsdp", num_gpus=4, use_ema=True, **kwargs)
+    assert fsdp_ema.optimizer == fsdp.optimizer + 4 * unet_parameters // 4
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        plan_memory("stage1", engine="zero3", use_ema=True, **kwargs)
     adam8 = plan_memory("stage1", engine="ddp", use_8bit_adam=True, **kwargs)
     assert adam8.optimizer == 2 * trained
     checkpointed = plan_memory("stage1", engine="ddp", gradient_checkpointing=True, **kwargs)

@@ -61,13 +61,19 @@ def main(args):
 
     session.train(compute_loss, validate_with=None)
 
-    # The scaling factor, from the first frames of the first training clips (every process computes the same).
+    # The scaling factor of the final weights (the EMA's with --use_ema; whole under FSDP), from the first frames of
+    # the first training clips.
     dataset = NormalClipDataset(args.train_data_dir, args.height, args.width, max_scale=1.0, random_flip=False)
     frames = torch.stack([dataset[index]["pixel_values"][0] for index in range(min(args.scaling_clips, len(dataset)))])
-    vae.eval()
-    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, frames))
-    logger.info(f"Scaling factor {vae.config.scaling_factor:.5f} (1 / std of the latents of {len(frames)} frames).")
-    session.finish(validate_with=None, vae=vae)
+
+    def set_scaling_factor(final):
+        final.vae.eval()
+        final.vae.register_to_config(scaling_factor=latent_scaling_factor(final.vae, frames))
+        logger.info(
+            f"Scaling factor {final.vae.config.scaling_factor:.5f} (1 / std of the latents of {len(frames)} frames)."
+        )
+
+    session.finish(validate_with=None, finalize=set_scaling_factor, vae=vae)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 
+import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType
@@ -28,6 +29,35 @@ def is_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # PyTorch before 2.4 has no FSDP2
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def gather_shards(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor whole: those FSDP2 shards (DTensors) are gathered from every process, which must all call this;
+    others are returned as they are."""
+    return [tensor.full_tensor() if _is_dtensor(tensor) else tensor for tensor in tensors]
+
+
+def shard_like(tensors: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Whole `tensors` split into this process's shards as the tensors of `like` are (FSDP2's DTensors), in their
+    dtype; tensors whose counterpart is not sharded are returned as they are."""
+    if len(tensors) != len(like):
+        raise ValueError(f"The EMA holds {len(tensors)} tensors, but the model it follows has {len(like)}.")
+    from torch.distributed.tensor import distribute_tensor
+
+    return [
+        distribute_tensor(tensor.to(old.device, old.dtype), old.device_mesh, old.placements)
+        if _is_dtensor(old)
+        else tensor
+        for tensor, old in zip(tensors, like)
+    ]
+
+
 def register_checkpoint_hooks(accelerator: Accelerator, named_models: dict, ema=None, ema_name: str | None = None):
     """Make `accelerator.save_state` write each prepared model as a `save_pretrained` folder named by its key in
     `named_models` (and the EMA as `<ema_name>`), and `load_state` read them back. Under FSDP and DeepSpeed the
@@ -36,18 +66,27 @@ def register_checkpoint_hooks(accelerator: Accelerator, named_models: dict, ema=
     save_models = not is_sharded(accelerator)
 
     def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            for model in models if save_models else ():
-                unwrap_model(model).save_pretrained(os.path.join(output_dir, by_id[id(unwrap_model(model))]))
-                if weights:
-                    weights.pop()
+        if ema is not None:
+            shards = ema.shadow_params
+            ema.shadow_params = gather_shards(shards)  # every process takes part in the gather
+        try:
+            if accelerator.is_main_process:
+                for model in models if save_models else ():
+                    unwrap_model(model).save_pretrained(os.path.join(output_dir, by_id[id(unwrap_model(model))]))
+                    if weights:
+                        weights.pop()
+                if ema is not None:
+                    ema.save_pretrained(os.path.join(output_dir, ema_name))
+        finally:
             if ema is not None:
-                ema.save_pretrained(os.path.join(output_dir, ema_name))
+                ema.shadow_params = shards
 
     def load_hook(models, input_dir):
         if ema is not None:
+            shards = ema.shadow_params
             loaded = type(ema).from_pretrained(os.path.join(input_dir, ema_name), ema.model_cls)
             ema.load_state_dict(loaded.state_dict())
+            ema.shadow_params = shard_like(ema.shadow_params, shards)
             ema.to(accelerator.device)
         while models and save_models:
             model = unwrap_model(models.pop())

@@ -43,6 +43,7 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
     )
+    _fsdp_on_cpu_processes(accelerator)
     logger.info(accelerator.state, main_process_only=False)
     import diffusers
     import transformers
@@ -59,6 +60,29 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
     return accelerator
+
+
+def _fsdp_on_cpu_processes(accelerator: Accelerator) -> None:
+    """Turn FSDP on for CPU processes when the launch configuration asks for it (`ACCELERATE_USE_FSDP`).
+
+    accelerate enables FSDP only for accelerator processes: on CPU processes (gloo) it would silently run the
+    configuration as plain data parallelism, unsharded. PyTorch's FSDP runs on gloo, so the state is switched to
+    FSDP with the plugin the configuration describes; this is how a configuration is tried on a CPU machine before
+    it runs on GPUs."""
+    if accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    from accelerate import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    # Every new `AcceleratorState` copies the process state, so both are switched.
+    PartialState().distributed_type = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+    if accelerator.mixed_precision != "no":
+        accelerator.state.fsdp_plugin.set_mixed_precision(accelerator.mixed_precision)
+    logger.info("FSDP on CPU processes (gloo)")
 
 
 def create_dataloader(args: argparse.Namespace, num_processes: int):
@@ -105,13 +129,16 @@ def create_optimizer(args: argparse.Namespace, parameters) -> torch.optim.Optimi
     )
 
 
-def create_ema(args: argparse.Namespace, model: torch.nn.Module):
-    """An `EMAModel` of `model` when `--use_ema`, else None."""
+def create_ema(args: argparse.Namespace, model: torch.nn.Module, model_cls: type | None = None):
+    """An `EMAModel` of `model`'s parameters (a model of class `model_cls`, by default its own) when `--use_ema`,
+    else None. Under FSDP it is made of the sharded parameters, so each process averages its own shard."""
     if not args.use_ema:
         return None
     from diffusers.training_utils import EMAModel
 
-    return EMAModel(model.parameters(), decay=args.ema_decay, model_cls=type(model), model_config=model.config)
+    return EMAModel(
+        model.parameters(), decay=args.ema_decay, model_cls=model_cls or type(model), model_config=model.config
+    )
 
 
 def tracker_config(args: argparse.Namespace) -> dict:
@@ -120,16 +147,35 @@ def tracker_config(args: argparse.Namespace) -> dict:
     return {k: v for k, v in config.items() if v is not None}
 
 
+def _is_fsdp2(accelerator: Accelerator) -> bool:
+    """Whether the engine is FSDP2 (`fully_shard`), which wraps one model per accelerator."""
+    return bool(getattr(accelerator, "is_fsdp2", False))
+
+
 class TrainedModules(torch.nn.Module):
-    """The models a stage trains held as one module (`parts`), for engines that wrap one model (DeepSpeed); the
-    stage calls each part itself."""
+    """The models a stage trains held as one module, for engines that wrap one model (DeepSpeed, FSDP2). Each part
+    is a submodule under its name and runs through the wrapped module's forward, `wrapped(name, *args, **kwargs)`,
+    so the engine's hooks gather and release its weights around the call (see `PartCall`)."""
 
     def __init__(self, parts: dict[str, torch.nn.Module]):
         super().__init__()
-        self.parts = torch.nn.ModuleDict(parts)
+        for name, part in parts.items():
+            self.add_module(name, part)
 
-    def forward(self, *args, **kwargs):
-        raise RuntimeError("`TrainedModules` only holds the trained models; call `parts[name]` instead.")
+    def forward(self, part: str, *args, **kwargs):
+        return getattr(self, part)(*args, **kwargs)
+
+
+class PartCall:
+    """One part of a wrapped `TrainedModules`, called as the part itself would be (`unet(latents, ...)`); the call
+    goes through the engine. `module` is the part (what `unwrap_model` returns: its config, blocks and hooks)."""
+
+    def __init__(self, wrapped: torch.nn.Module, name: str):
+        self.wrapped, self.name = wrapped, name
+        self.module = getattr(unwrap_model(wrapped), name)
+
+    def __call__(self, *args, **kwargs):
+        return self.wrapped(self.name, *args, **kwargs)
 
 
 def _resumed_batches(batches):
@@ -163,11 +209,18 @@ class TrainingSession:
         self.accelerator = create_accelerator(args)
         # The dtype the frozen models run in under the accelerator's mixed precision; trained ones stay fp32.
         self.weight_dtype = torch_dtype(self.accelerator.mixed_precision)
-        if args.use_ema and is_sharded(self.accelerator) and not self._replicates_weights():
+        deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        if args.use_ema and deepspeed and not self._replicates_weights():
             raise ValueError(
-                "`--use_ema` keeps a copy of the full weights next to the trained ones, which FSDP and DeepSpeed "
-                "ZeRO-3 shard; train with DDP or DeepSpeed ZeRO-2 (training/configs/ddp.yaml, "
+                "`--use_ema` keeps a copy of the full weights next to the trained ones, which DeepSpeed ZeRO-3 "
+                "shards; train with FSDP, DDP or DeepSpeed ZeRO-2 (training/configs/fsdp.yaml, ddp.yaml, "
                 "deepspeed_zero2.yaml) to use it, or drop the flag."
+            )
+        fsdp_plugin = self.accelerator.state.fsdp_plugin if is_sharded(self.accelerator) and not deepspeed else None
+        if args.use_ema and fsdp_plugin is not None and getattr(fsdp_plugin, "fsdp_version", 1) != 2:
+            raise ValueError(
+                "`--use_ema` under FSDP needs FSDP2, whose sharded parameters the EMA averages shard by shard; set "
+                "`fsdp_version: 2` in the accelerate configuration (as training/configs/fsdp.yaml does)."
             )
         self.pipe: NormalCrafterPipeline | None = None
         self.global_step = 0
@@ -175,6 +228,7 @@ class TrainingSession:
         self._parameters: list[torch.nn.Parameter] = []
         self._ema = None
         self._ema_model: torch.nn.Module | None = None
+        self._trained: dict[str, torch.nn.Module] = {}  # the trained models by name, as `prepare` got them
         self._clips: list[dict] = []  # validation clips, loaded by `train`
 
     @property
@@ -215,11 +269,15 @@ class TrainingSession:
         from .sfr import DinoFeatures, SFRProjector, sfr_feature_channels
 
         dino = DinoFeatures.from_pretrained(args.dino_model).to(self.device, dtype=self.weight_dtype)
-        projector = SFRProjector(
-            in_channels=sfr_feature_channels(unet, args.sfr_block_index),
-            out_channels=dino.hidden_size,
-            hidden_dim=args.sfr_hidden_dim,
-        )
+        # The same initial weights on every process (their random streams differ, being seeded per process): FSDP
+        # and DeepSpeed ZeRO-3 keep each process's shard of its own copy rather than broadcasting one.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            projector = SFRProjector(
+                in_channels=sfr_feature_channels(unet, args.sfr_block_index),
+                out_channels=dino.hidden_size,
+                hidden_dim=args.sfr_hidden_dim,
+            )
         return projector, dino
 
     # -- optimisation -----------------------------------------------------------------------------------------------
@@ -240,9 +298,11 @@ class TrainingSession:
             for model in present.values():
                 if getattr(model, "_supports_gradient_checkpointing", False):
                     model.enable_gradient_checkpointing()
+        self._trained = present
         self._ema_model = present[ema_of]
-        self._ema = create_ema(args, self._ema_model)
-        register_checkpoint_hooks(accelerator, present, self._ema, f"{ema_of}_ema")
+        # FSDP shards the parameters in place when the model is prepared: its EMA is made of the shards, after.
+        fsdp = _is_fsdp2(accelerator)
+        self._ema = None if fsdp else create_ema(args, self._ema_model)
         self._parameters = list(parameters)
         optimizer = create_optimizer(args, self._parameters)
         self._sampler, dataloader = create_dataloader(args, accelerator.num_processes)
@@ -257,23 +317,26 @@ class TrainingSession:
         to_prepare = list(present.values())
         self._prefixes = {name: "" for name in present}
         if accelerator.distributed_type == DistributedType.DEEPSPEED:
-            # DeepSpeed takes one model per accelerator (the UNet and the SFR projector become one module) and
-            # cannot read the clip count from a batch sampler.
+            # DeepSpeed cannot read the clip count from a batch sampler.
             accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
                 args.train_batch_size
             )
-            if len(present) > 1:
-                to_prepare = [TrainedModules(present)]
-                self._prefixes = {name: f"parts.{name}." for name in present}
+        if len(present) > 1 and (accelerator.distributed_type == DistributedType.DEEPSPEED or _is_fsdp2(accelerator)):
+            # DeepSpeed and FSDP2 take one model per accelerator: the UNet and the SFR projector become one module.
+            to_prepare = [TrainedModules(present)]
+            self._prefixes = {name: f"{name}." for name in present}
         *models, self._optimizer, self._dataloader, self._lr_scheduler = accelerator.prepare(
             *to_prepare, optimizer, dataloader, lr_scheduler
         )
+        if fsdp:
+            self._ema = create_ema(args, self._ema_model, model_cls=self._classes[ema_of])
         if self._ema is not None:
             self._ema.to(accelerator.device)
+        register_checkpoint_hooks(accelerator, present, self._ema, f"{ema_of}_ema")
         self._models = models
-        if len(models) < len(present):  # the DeepSpeed engine of the joined modules; the parts are called directly
+        if len(models) < len(present):  # the engine of the joined modules: each part is called through it
             self._prepared = {name: models[0] for name in present}
-            models = [unwrap_model(models[0]).parts[name] for name in present]
+            models = [PartCall(models[0], name) for name in present]
         else:
             self._prepared = dict(zip(present, models))
         # FSDP replaces the parameters by sharded ones: clip the gradients of those.
@@ -355,8 +418,8 @@ class TrainingSession:
                 accelerator.log(logs, step=self.global_step)
                 if self.global_step % args.checkpointing_steps == 0:
                     save_checkpoint(accelerator, args, self.global_step, {"epoch": epoch, "position": position})
-                if self._clips and self.global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                    log_validation(accelerator, self._clips, validate_with(self.pipe), self.global_step)
+                if self._clips and self.global_step % args.validation_steps == 0:
+                    self._validate(validate_with)
                 if self.global_step >= args.max_train_steps:
                     break
         progress.close()
@@ -364,23 +427,25 @@ class TrainingSession:
 
     # -- the end ----------------------------------------------------------------------------------------------------
 
-    def finish(self, validate_with: Callable[[NormalCrafterPipeline], Predictor] | None, **trained: torch.nn.Module):
+    def finish(
+        self,
+        validate_with: Callable[[NormalCrafterPipeline], Predictor] | None,
+        finalize: Callable[[NormalCrafterPipeline], None] | None = None,
+        **trained: torch.nn.Module,
+    ):
         """Write `--output_dir` as a `NormalCrafterPipeline` folder: the loaded pipeline's components with the
-        `trained` ones (the EMA weights with `--use_ema`; fp32, unwrapped) in place of its own; validate it on the
-        validation clips (if any) and end the trackers. Returns the final pipeline on the main process, else None."""
+        `trained` ones (the EMA weights with `--use_ema`; fp32, unwrapped, gathered whole under FSDP and ZeRO-3) in
+        place of its own, after `finalize(pipeline)` (on the main process: what a stage sets from the final
+        weights); validate it on the validation clips (if any) and end the trackers. Returns the final pipeline on
+        the main process, else None."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         if self._ema is not None:
             self._ema.copy_to(self._ema_model.parameters())
-        trained = {name: self._full_model(name, model) for name, model in trained.items()}
-        final = None
-        if accelerator.is_main_process:
-            components = {name: getattr(self.pipe, name) for name in PIPELINE_COMPONENTS}
-            components.update(trained)
-            for name, component in components.items():
-                if isinstance(component, torch.nn.Module) and component.dtype != torch.float32:
-                    components[name] = component.to(torch.float32)
-            final = NormalCrafterPipeline(**components)
+        final = self._assemble({name: self._full_model(name, model) for name, model in trained.items()}, fp32=True)
+        if final is not None:
+            if finalize is not None:
+                finalize(final)
             final.save_pretrained(self.args.output_dir)
             logger.info(f"Saved the trained pipeline to {self.args.output_dir}")
             if self._clips:
@@ -388,17 +453,57 @@ class TrainingSession:
         accelerator.end_training()
         return final
 
+    def _assemble(
+        self, trained: dict[str, torch.nn.Module | None], fp32: bool = False
+    ) -> NormalCrafterPipeline | None:
+        """On the main process, the loaded pipeline with the `trained` components (whole, plain modules) in place of
+        its own; with `fp32`, every model is cast to fp32 in place (the end of training: the frozen ones are done
+        with). None on the other processes."""
+        if not self.accelerator.is_main_process:
+            return None
+        components = {name: getattr(self.pipe, name) for name in PIPELINE_COMPONENTS}
+        components.update(trained)
+        for name, component in components.items():
+            if fp32 and isinstance(component, torch.nn.Module) and component.dtype != torch.float32:
+                components[name] = component.to(torch.float32)
+        return NormalCrafterPipeline(**components)
+
+    def _validate(self, validate_with: Callable[[NormalCrafterPipeline], Predictor]) -> None:
+        """Validate the model as it stands on the main process. The loaded pipeline holds the trained modules, but
+        under FSDP and ZeRO-3 those hold shards only: every process then takes part in gathering whole copies of the
+        trained pipeline components first."""
+        accelerator = self.accelerator
+        devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+        # Validation leaves the random streams as it found them, so it changes nothing in training (a run resumed
+        # from a checkpoint taken before it continues as the uninterrupted one did).
+        with torch.random.fork_rng(devices=devices):
+            pipe = self.pipe
+            if self._gathers_weights():
+                trained = {name: model for name, model in self._trained.items() if name in PIPELINE_COMPONENTS}
+                whole = {name: self._full_model(name, model) for name, model in trained.items()}
+                pipe = self._assemble({n: m if m is None else m.to(accelerator.device) for n, m in whole.items()})
+            if accelerator.is_main_process:
+                log_validation(accelerator, self._clips, validate_with(pipe), self.global_step)
+        accelerator.wait_for_everyone()
+
+    def _gathers_weights(self) -> bool:
+        """Whether each process holds a shard of the trained weights only (FSDP, DeepSpeed ZeRO-3)."""
+        return is_sharded(self.accelerator) and not self._replicates_weights()
+
     def _full_model(self, name: str, model: torch.nn.Module) -> torch.nn.Module | None:
         """The plain module of a trained model with its full weights: unwrapped, or under FSDP and DeepSpeed ZeRO-3
-        a fresh module of its class loaded with the state dict gathered from every process (all processes must
-        call this; the main process gets the module, the others None)."""
-        if not is_sharded(self.accelerator) or self._replicates_weights():
+        a module of its class holding the state dict gathered from every process (all processes must call this; the
+        main process gets the module, on the CPU, the others None)."""
+        if not self._gathers_weights():
             return unwrap_model(model)
         state = self.accelerator.get_state_dict(self._prepared[name])
         if not self.accelerator.is_main_process:
             return None
         prefix = self._prefixes[name]
         state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-        plain = self._classes[name].from_config(unwrap_model(model).config)
-        plain.load_state_dict(state)
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():  # no initialisation (no time, no draw from the random streams): all is loaded
+            plain = self._classes[name].from_config(unwrap_model(model).config)
+        plain.load_state_dict(state, assign=True)
         return plain
