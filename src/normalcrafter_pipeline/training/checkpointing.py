@@ -29,6 +29,13 @@ def is_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def untouched_random_streams(device: torch.device):
+    """A context that leaves torch's random streams (the CPU's, and `device`'s if it is a GPU) as it found them: the
+    checkpoint hooks and validation build and run models, and must not change the noise training draws next (a run
+    with checkpoints or validation trains as one without)."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def _is_dtensor(tensor: torch.Tensor) -> bool:
     try:
         from torch.distributed.tensor import DTensor
@@ -65,6 +72,7 @@ def register_checkpoint_hooks(accelerator: Accelerator, named_models: dict, ema=
     by_id = {id(unwrap_model(model)): name for name, model in named_models.items()}
     save_models = not is_sharded(accelerator)
 
+    @untouched_random_streams(accelerator.device)
     def save_hook(models, weights, output_dir):
         if ema is not None:
             shards = ema.shadow_params
@@ -81,6 +89,7 @@ def register_checkpoint_hooks(accelerator: Accelerator, named_models: dict, ema=
             if ema is not None:
                 ema.shadow_params = shards
 
+    @untouched_random_streams(accelerator.device)
     def load_hook(models, input_dir):
         if ema is not None:
             shards = ema.shadow_params

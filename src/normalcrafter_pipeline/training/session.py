@@ -6,6 +6,7 @@ in each script, in the order of its recipe."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -18,7 +19,13 @@ from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 
 from ..dtypes import torch_dtype
 from ..pretrained import NormalCrafterPipeline
-from .checkpointing import is_sharded, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
+from .checkpointing import (
+    is_sharded,
+    register_checkpoint_hooks,
+    resume_from_checkpoint,
+    save_checkpoint,
+    untouched_random_streams,
+)
 from .data import ClipBatchSampler, NormalClipDataset
 from .schedule import get_warmup_exponential_scheduler
 from .unwrap import unwrap_model
@@ -39,6 +46,7 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=project_config,
+        kwargs_handlers=_deepspeed_on_cpu_processes(),
     )
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
@@ -60,6 +68,21 @@ def create_accelerator(args: argparse.Namespace) -> Accelerator:
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
     return accelerator
+
+
+def _deepspeed_on_cpu_processes() -> list:
+    """The process-group settings of a DeepSpeed launch on CPU processes (no accelerator): gloo. accelerate finds no
+    back end for them by itself and then counts one process while DeepSpeed runs on all of them (its batch-size
+    check fails). Empty for every other launch."""
+    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1
+    if not launched or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return []
+    accelerators = getattr(torch, "accelerator", None)  # PyTorch 2.6 and later
+    if torch.cuda.is_available() or (accelerators is not None and accelerators.is_available()):
+        return []
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return [InitProcessGroupKwargs(backend="gloo")]
 
 
 def _fsdp_on_cpu_processes(accelerator: Accelerator) -> None:
@@ -245,13 +268,32 @@ class TrainingSession:
     def load_pipeline(self) -> NormalCrafterPipeline:
         """The starting pipeline in fp32 (trained parts stay fp32; `freeze` casts the others)."""
         args = self.args
-        self.pipe = NormalCrafterPipeline.from_pretrained(
-            args.pretrained_model_name_or_path,
-            base_model=args.base_model,
-            revision=args.revision,
-            variant=args.variant,
-        )
+        with self._whole_weights():
+            self.pipe = NormalCrafterPipeline.from_pretrained(
+                args.pretrained_model_name_or_path,
+                base_model=args.base_model,
+                revision=args.revision,
+                variant=args.variant,
+            )
         return self.pipe
+
+    @contextlib.contextmanager
+    def _whole_weights(self):
+        """A context in which models load with whole weights. Under DeepSpeed ZeRO-3 accelerate registers its
+        configuration with transformers (whatever `zero3_init_flag` says), and transformers then partitions the CLIP
+        encoder and DINOv2 as they load; but only the models handed to DeepSpeed are gathered for their forward
+        passes, and the frozen ones run outside it."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            yield
+            return
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        try:
+            yield
+        finally:
+            plugin.set_deepspeed_weakref()
 
     def freeze(self, *modules: torch.nn.Module) -> None:
         """Freeze `modules` (no gradients, eval mode) and move them to the device in the mixed-precision dtype."""
@@ -268,7 +310,8 @@ class TrainingSession:
             return None, None
         from .sfr import DinoFeatures, SFRProjector, sfr_feature_channels
 
-        dino = DinoFeatures.from_pretrained(args.dino_model).to(self.device, dtype=self.weight_dtype)
+        with self._whole_weights():
+            dino = DinoFeatures.from_pretrained(args.dino_model).to(self.device, dtype=self.weight_dtype)
         # The same initial weights on every process (their random streams differ, being seeded per process): FSDP
         # and DeepSpeed ZeRO-3 keep each process's shard of its own copy rather than broadcasting one.
         with torch.random.fork_rng(devices=[]):
@@ -317,9 +360,11 @@ class TrainingSession:
         to_prepare = list(present.values())
         self._prefixes = {name: "" for name in present}
         if accelerator.distributed_type == DistributedType.DEEPSPEED:
-            # DeepSpeed cannot read the clip count from a batch sampler.
-            accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
-                args.train_batch_size
+            # DeepSpeed cannot read the clip count from a batch sampler: both of its batch sizes are set here.
+            config = accelerator.state.deepspeed_plugin.deepspeed_config
+            config["train_micro_batch_size_per_gpu"] = args.train_batch_size
+            config["train_batch_size"] = (
+                args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
             )
         if len(present) > 1 and (accelerator.distributed_type == DistributedType.DEEPSPEED or _is_fsdp2(accelerator)):
             # DeepSpeed and FSDP2 take one model per accelerator: the UNet and the SFR projector become one module.
@@ -473,10 +518,9 @@ class TrainingSession:
         under FSDP and ZeRO-3 those hold shards only: every process then takes part in gathering whole copies of the
         trained pipeline components first."""
         accelerator = self.accelerator
-        devices = [accelerator.device] if accelerator.device.type == "cuda" else []
-        # Validation leaves the random streams as it found them, so it changes nothing in training (a run resumed
-        # from a checkpoint taken before it continues as the uninterrupted one did).
-        with torch.random.fork_rng(devices=devices):
+        # Validation changes nothing in training (a run resumed from a checkpoint taken before it continues as the
+        # uninterrupted one did).
+        with untouched_random_streams(accelerator.device):
             pipe = self.pipe
             if self._gathers_weights():
                 trained = {name: model for name, model in self._trained.items() if name in PIPELINE_COMPONENTS}
