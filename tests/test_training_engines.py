@@ -171,6 +171,14 @@ def test_ddp_two_processes_mixture_resumes_exactly(assets, tmp_path, ddp_run):
     final = load_file(ddp_run / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(final[k], ema[k]) for k in ema) and any(not torch.equal(final[k], trained[k]) for k in ema)
 
+    # Checkpoints (whose EMA is saved through a model built for it) change nothing in training: a run without
+    # them logs the same losses and ends with the same weights.
+    unsaved = tmp_path / "one_checkpoint"
+    _launch(assets, unsaved, 4, DDP, [*EMA, "--checkpointing_steps", "4"])
+    assert _losses(unsaved) == _losses(ddp_run)
+    once = load_file(unsaved / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(once[k], final[k]) for k in final)
+
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("training_engines")
@@ -203,11 +211,12 @@ def test_deepspeed_zero2_two_processes_mixture_resumes_exactly_and_trains_as_ddp
 @pytest.mark.slow
 @pytest.mark.xdist_group("training_engines")
 def test_deepspeed_zero3_two_processes_mixture_resumes_exactly_and_trains_as_ddp(assets, tmp_path, ddp_run):
-    """ZeRO-3 (weights sharded too; no EMA, which it refuses): the final folder holds the gathered weights, those
-    DDP had trained after four steps."""
+    """ZeRO-3 (weights sharded too) with an EMA, which is kept whole: the final folder holds the EMA's weights, the
+    checkpoints the trained ones, which the test gathers."""
     pytest.importorskip("deepspeed")
-    zero3 = _resume_gives_the_same_next_loss(assets, tmp_path, ZERO3, [], ("DEEPSPEED",))
-    _trains_as_ddp(assets, ddp_run, zero3, [("checkpoint-4/unet", "unet")], exact=False)
+    zero3 = _resume_gives_the_same_next_loss(assets, tmp_path, ZERO3, EMA, ("DEEPSPEED",))
+    ema = "checkpoint-4/unet_ema"
+    _trains_as_ddp(assets, ddp_run, zero3, [("unet", "unet"), (ema, ema)], exact=False)
 
 
 def test_dry_run_prints_the_memory_plan_from_configs_alone(tmp_path, capsys):
@@ -257,14 +266,14 @@ def test_dry_run_prints_the_memory_plan_from_configs_alone(tmp_path, capsys):
     zero3 = plan_memory("stage1", engine="zero3", num_gpus=4, **kwargs)
     assert zero2.weights == ddp.weights and zero2.gradients == 4 * trained // 4 and zero2.optimizer == 8 * trained // 4
     assert ddp.weights - zero3.weights == 4 * trained - 4 * trained // 4
-    # The EMA is an fp32 copy of the UNet: whole under DDP, a shard per GPU under FSDP; ZeRO-3 does not train one.
+    # The EMA is an fp32 copy of the UNet: a shard per GPU under FSDP, whole under the other engines.
     unet_parameters = sum(p.numel() for p in pipe.unet.parameters())
     assert plan_memory("stage1", engine="ddp", use_ema=True, **kwargs).optimizer == ddp.optimizer + 4 * unet_parameters
     fsdp = plan_memory("stage1", engine="fsdp", num_gpus=4, **kwargs)
     fsdp_ema = plan_memory("stage1", engine="fsdp", num_gpus=4, use_ema=True, **kwargs)
     assert fsdp_ema.optimizer == fsdp.optimizer + 4 * unet_parameters // 4
-    with pytest.raises(ValueError, match="ZeRO-3"):
-        plan_memory("stage1", engine="zero3", use_ema=True, **kwargs)
+    zero3_ema = plan_memory("stage1", engine="zero3", num_gpus=4, use_ema=True, **kwargs)
+    assert zero3_ema.optimizer == zero3.optimizer + 4 * unet_parameters
     adam8 = plan_memory("stage1", engine="ddp", use_8bit_adam=True, **kwargs)
     assert adam8.optimizer == 2 * trained
     checkpointed = plan_memory("stage1", engine="ddp", gradient_checkpointing=True, **kwargs)

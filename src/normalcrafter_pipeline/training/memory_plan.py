@@ -12,7 +12,7 @@ What is counted, per GPU:
 - gradients: fp32, one per trained parameter (sharded by ZeRO-2, ZeRO-3 and FSDP);
 - optimiser: AdamW's two fp32 moments (8 bytes per trained parameter), or bitsandbytes' AdamW8bit (2 bytes)
   (sharded by ZeRO-2, ZeRO-3 and FSDP); the EMA, with `--use_ema`, adds an fp32 copy of the model it follows
-  (sharded by FSDP, whose EMA each process keeps of its own shard; ZeRO-3 does not train with one);
+  (sharded by FSDP, whose EMA each process keeps of its own shard; whole under the other engines);
 - activations: the bytes of the tensors autograd saves for the backward pass in one forward of the trained path
   (the UNet and the SFR projector; stage 2 adds the VAE decoder the loss differentiates through), for
   `--train_batch_size` clips of `--max_num_frames` frames at `--height` x `--width`, in the mixed-precision
@@ -253,8 +253,6 @@ def plan_memory(
 
     if engine not in ENGINES:
         raise ValueError(f"`engine` is {engine!r}; use one of {ENGINES}.")
-    if use_ema and engine == "zero3":
-        raise ValueError("`--use_ema` does not train under DeepSpeed ZeRO-3; plan it for fsdp, ddp or zero2.")
     if stage not in ("vae_decoder", "stage1", "stage2", "prior_vae", "prior_unet"):
         raise ValueError(f"`stage` is {stage!r}; use vae_decoder, stage1, stage2, prior_vae or prior_unet.")
     sfr = dino_model if stage in ("stage1", "stage2") else None

@@ -20,6 +20,7 @@ from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from ..dtypes import torch_dtype
 from ..pretrained import NormalCrafterPipeline
 from .checkpointing import (
+    is_fsdp_sharded,
     is_sharded,
     register_checkpoint_hooks,
     resume_from_checkpoint,
@@ -233,12 +234,6 @@ class TrainingSession:
         # The dtype the frozen models run in under the accelerator's mixed precision; trained ones stay fp32.
         self.weight_dtype = torch_dtype(self.accelerator.mixed_precision)
         deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
-        if args.use_ema and deepspeed and not self._replicates_weights():
-            raise ValueError(
-                "`--use_ema` keeps a copy of the full weights next to the trained ones, which DeepSpeed ZeRO-3 "
-                "shards; train with FSDP, DDP or DeepSpeed ZeRO-2 (training/configs/fsdp.yaml, ddp.yaml, "
-                "deepspeed_zero2.yaml) to use it, or drop the flag."
-            )
         fsdp_plugin = self.accelerator.state.fsdp_plugin if is_sharded(self.accelerator) and not deepspeed else None
         if args.use_ema and fsdp_plugin is not None and getattr(fsdp_plugin, "fsdp_version", 1) != 2:
             raise ValueError(
@@ -485,9 +480,17 @@ class TrainingSession:
         the main process, else None."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
-        if self._ema is not None:
+        # Under ZeRO-3 the EMA is whole beside the partitioned weights: the final model is made from it directly.
+        ema_whole = self._ema is not None and self._gathers_weights() and not is_fsdp_sharded(self._ema.shadow_params)
+        if self._ema is not None and not ema_whole:
             self._ema.copy_to(self._ema_model.parameters())
-        final = self._assemble({name: self._full_model(name, model) for name, model in trained.items()}, fp32=True)
+        whole = {}
+        for name, model in trained.items():
+            if ema_whole and unwrap_model(model) is self._ema_model:
+                whole[name] = self._ema_copy(name) if accelerator.is_main_process else None
+            else:
+                whole[name] = self._full_model(name, model)
+        final = self._assemble(whole, fp32=True)
         if final is not None:
             if finalize is not None:
                 finalize(final)
@@ -533,6 +536,13 @@ class TrainingSession:
     def _gathers_weights(self) -> bool:
         """Whether each process holds a shard of the trained weights only (FSDP, DeepSpeed ZeRO-3)."""
         return is_sharded(self.accelerator) and not self._replicates_weights()
+
+    def _ema_copy(self, name: str) -> torch.nn.Module:
+        """A plain module of the trained model `name`'s class holding the EMA's (whole) weights."""
+        with untouched_random_streams(self.accelerator.device):
+            plain = self._classes[name].from_config(self._ema_model.config)
+        self._ema.copy_to(plain.parameters())
+        return plain
 
     def _full_model(self, name: str, model: torch.nn.Module) -> torch.nn.Module | None:
         """The plain module of a trained model with its full weights: unwrapped, or under FSDP and DeepSpeed ZeRO-3
