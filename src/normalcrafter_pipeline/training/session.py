@@ -324,8 +324,9 @@ class TrainingSession:
         self, trained: dict[str, torch.nn.Module | None], parameters: Sequence[torch.nn.Parameter], ema_of: str
     ) -> list[torch.nn.Module | None]:
         """Set up the optimisation of `parameters` (of the `trained` models, by checkpoint folder name; a None entry
-        is a model this run does without) and return the prepared (device-placed, DDP-wrapped) models in the order
-        of `trained`, None where the entry was None.
+        is a model this run does without) and return the prepared (device-placed, engine-wrapped) models in the
+        order of `trained`, None where the entry was None; under DeepSpeed and FSDP2, which wrap one model, several
+        trained models are joined and each comes back as a `PartCall` through the engine.
 
         Applies `--gradient_checkpointing` to each trained model that supports it (the UNet, the VAE), creates the
         EMA of `trained[ema_of]` (`--use_ema`), the checkpoint hooks, the optimiser, the data loader and the
