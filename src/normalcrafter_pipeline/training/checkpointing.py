@@ -44,11 +44,6 @@ def _is_dtensor(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, DTensor)
 
 
-def is_fsdp_sharded(tensors: list[torch.Tensor]) -> bool:
-    """Whether any of `tensors` is an FSDP2 shard (a DTensor)."""
-    return any(_is_dtensor(tensor) for tensor in tensors)
-
-
 def gather_shards(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Each tensor whole: those FSDP2 shards (DTensors) are gathered from every process, which must all call this;
     others are returned as they are."""

@@ -20,7 +20,6 @@ from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from ..dtypes import torch_dtype
 from ..pretrained import NormalCrafterPipeline
 from .checkpointing import (
-    is_fsdp_sharded,
     is_sharded,
     register_checkpoint_hooks,
     resume_from_checkpoint,
@@ -233,9 +232,8 @@ class TrainingSession:
         self.accelerator = create_accelerator(args)
         # The dtype the frozen models run in under the accelerator's mixed precision; trained ones stay fp32.
         self.weight_dtype = torch_dtype(self.accelerator.mixed_precision)
-        deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
-        fsdp_plugin = self.accelerator.state.fsdp_plugin if is_sharded(self.accelerator) and not deepspeed else None
-        if args.use_ema and fsdp_plugin is not None and getattr(fsdp_plugin, "fsdp_version", 1) != 2:
+        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        if args.use_ema and fsdp and not _is_fsdp2(self.accelerator):
             raise ValueError(
                 "`--use_ema` under FSDP needs FSDP2, whose sharded parameters the EMA averages shard by shard; set "
                 "`fsdp_version: 2` in the accelerate configuration (as training/configs/fsdp.yaml does)."
@@ -356,11 +354,9 @@ class TrainingSession:
         to_prepare = list(present.values())
         self._prefixes = {name: "" for name in present}
         if accelerator.distributed_type == DistributedType.DEEPSPEED:
-            # DeepSpeed cannot read the clip count from a batch sampler: both of its batch sizes are set here.
-            config = accelerator.state.deepspeed_plugin.deepspeed_config
-            config["train_micro_batch_size_per_gpu"] = args.train_batch_size
-            config["train_batch_size"] = (
-                args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+            # DeepSpeed cannot read the clip count from a batch sampler.
+            accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+                args.train_batch_size
             )
         if len(present) > 1 and (accelerator.distributed_type == DistributedType.DEEPSPEED or _is_fsdp2(accelerator)):
             # DeepSpeed and FSDP2 take one model per accelerator: the UNet and the SFR projector become one module.
@@ -482,7 +478,8 @@ class TrainingSession:
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         # Under ZeRO-3 the EMA is whole beside the partitioned weights: the final model is made from it directly.
-        ema_whole = self._ema is not None and self._gathers_weights() and not is_fsdp_sharded(self._ema.shadow_params)
+        deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+        ema_whole = self._ema is not None and deepspeed and self._gathers_weights()
         if self._ema is not None and not ema_whole:
             self._ema.copy_to(self._ema_model.parameters())
         whole = {}
