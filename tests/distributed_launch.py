@@ -6,17 +6,11 @@ DeepSpeed, which runs its CPU processes itself (with that variable accelerate wo
 where enough GPUs are present the same launch runs on them."""
 
 import os
-import socket
 import sys
 
 import torch
 
-
-def free_port() -> int:
-    """A free local port: other tests may launch processes at the same time."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from normalcrafter_pipeline.testing_utils import free_port
 
 
 def launch(num_processes: int, launch_args=(), deepspeed: bool = False) -> tuple[list[str], dict[str, str]]:

@@ -4,7 +4,6 @@
 import errno
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from test_video_io import decode_all, make_frames, write_video
 from normalcrafter_pipeline import NormalCrafterPipeline, cli, model_setup
 from normalcrafter_pipeline.formats.png16 import read_png16
 from normalcrafter_pipeline.normalcrafter_normals_processor import NormalsProcessor
-from normalcrafter_pipeline.testing_utils import tiny_pipeline
+from normalcrafter_pipeline.testing_utils import free_port, tiny_pipeline
 from normalcrafter_pipeline.video_io import read_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,9 +238,7 @@ def test_help_documents_every_option(capsys):
 def test_two_processes_cover_every_input_exactly_once(model_dir, tmp_path):
     inputs = [write_video(tmp_path / f"clip_{i}.mp4", make_frames(4, 24, 32, seed=i), fps=6) for i in range(5)]
     out_dir = tmp_path / "out"
-    with socket.socket() as probe:  # a free port: other tests may launch processes at the same time
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # other tests may launch processes at the same time
     # `--multi_gpu` is what starts 2 processes on a machine without GPUs (`--cpu` would start one).
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -75,12 +74,6 @@ def comfyui_python(comfyui_dir) -> Path:
     return venv / "bin" / "python"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class ComfyServer:
     """A running ComfyUI: HTTP helpers and its log."""
 
@@ -135,6 +128,8 @@ def model_dir(tmp_path_factory) -> Path:
 def _running_comfyui(comfyui_dir: Path, python: Path, base: Path, model_dir: Path, address_space: int | None = None):
     """ComfyUI serving from `base` (the pack linked in, the tiny model, the test inputs); `address_space` caps the
     server's virtual memory (RLIMIT_AS, bytes), a memory budget that a large request exceeds at once."""
+    from normalcrafter_pipeline.testing_utils import free_port
+
     (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / "comfyui-normalcrafter").symlink_to(PACK, target_is_directory=True)
     for name in ("input", "output", "temp", "user"):
@@ -142,7 +137,7 @@ def _running_comfyui(comfyui_dir: Path, python: Path, base: Path, model_dir: Pat
     if not (base / "models").exists():
         (base / "models").symlink_to(model_dir.parents[1], target_is_directory=True)
     _write_inputs(base / "input")
-    port = _free_port()
+    port = free_port()
     log = base / "comfyui.log"
     command = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
     command += ["--base-directory", str(base), "--disable-auto-launch"]

@@ -5,7 +5,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -150,12 +149,6 @@ def test_sessions_and_dead_servers_leave_nothing_behind(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def browser(tmp_path):
     """Headless Debian Chromium driven by Selenium through Debian's chromedriver (nothing is downloaded)."""
@@ -179,11 +172,11 @@ def browser(tmp_path):
 @pytest.fixture
 def demo_server(tmp_path):
     """`normalcrafter-demo` on 127.0.0.1 with a tiny model, an upload limit of 1 MB and frames of 128 pixels."""
-    from normalcrafter_pipeline.testing_utils import tiny_pipeline
+    from normalcrafter_pipeline.testing_utils import free_port, tiny_pipeline
 
     model = tmp_path / "tiny-model"
     tiny_pipeline(seed=0).save_pretrained(model)
-    port = _free_port()
+    port = free_port()
     temp = tmp_path / "server-tmp"
     temp.mkdir()
     log = open(tmp_path / "server.log", "w")
@@ -284,8 +277,9 @@ def test_the_demo_page_runs_a_video_and_reports_bad_uploads(tmp_path, browser, d
 
 def test_a_model_that_cannot_load_stops_the_demo_before_it_serves(tmp_path, capsys):
     from normalcrafter_pipeline.demo import main
+    from normalcrafter_pipeline.testing_utils import free_port
 
-    status = main(["--model", str(tmp_path / "no-model-here"), "--device", "cpu", "--port", str(_free_port())])
+    status = main(["--model", str(tmp_path / "no-model-here"), "--device", "cpu", "--port", str(free_port())])
     assert status == 1
     error = capsys.readouterr().err
     assert f"could not load the model '{tmp_path / 'no-model-here'}'" in error

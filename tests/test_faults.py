@@ -484,11 +484,10 @@ def test_training_script_without_data_answers_in_one_line_without_the_network(tm
 @pytest.mark.slow
 @pytest.mark.parametrize("offline", [False, True], ids=["unreachable", "HF_HUB_OFFLINE"])
 def test_first_run_without_the_hub_fails_at_once_in_one_line(tmp_path, offline):
-    import socket
+    from normalcrafter_pipeline.testing_utils import free_port
 
-    with socket.socket() as probe:  # a port nothing listens on: connections are refused, as with no network
-        probe.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    # A port nothing listens on: connections are refused, as with no network.
+    endpoint = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
     env.update(HF_HOME=str(tmp_path / "home"), HF_ENDPOINT=endpoint, **({"HF_HUB_OFFLINE": "1"} if offline else {}))
     clip = tmp_path / "in" / "sample_clip.mp4"

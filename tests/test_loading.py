@@ -7,7 +7,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ import pytest
 import torch
 
 from normalcrafter_pipeline import BaseModelUnavailableError, NormalCrafterPipeline, NormalCrafterUNet
-from normalcrafter_pipeline.testing_utils import tiny_components
+from normalcrafter_pipeline.testing_utils import free_port, tiny_components
 
 VIDEO = np.random.RandomState(3).randint(0, 256, (5, 40, 50, 3), dtype=np.uint8)
 
@@ -265,10 +264,7 @@ def fake_hub():
 
 
 def closed_port_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"  # nothing listens there any more: connections are refused
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there any more: connections are refused
 
 
 LOAD_AND_REPORT = """

@@ -74,34 +74,26 @@ def _launch(assets, output_dir, steps, launch_args, extra=()):
     return log
 
 
-def _losses(output_dir):
+def _scalars(output_dir, tag):
+    """The values the run in `output_dir` logged under `tag` to tensorboard, by step."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    losses = {}
+    values = {}
     for path in sorted(glob.glob(os.path.join(output_dir, "logs", "**", "events.out.tfevents*"), recursive=True)):
         events = EventAccumulator(path)
         events.Reload()
-        if "train/loss" in events.Tags()["scalars"]:
-            losses.update({event.step: event.value for event in events.Scalars("train/loss")})
-    return losses
+        if tag in events.Tags()["scalars"]:
+            values.update({event.step: event.value for event in events.Scalars(tag)})
+    return values
+
+
+def _losses(output_dir):
+    return _scalars(output_dir, "train/loss")
 
 
 def _engine(log):
     """The distributed type the run's main process reported."""
     return log.split("[RANK 0] Distributed environment: DistributedType.")[1].split()[0]
-
-
-def _validation_errors(output_dir):
-    """The mean angular errors validation logged, by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    errors = {}
-    for path in glob.glob(os.path.join(output_dir, "logs", "**", "events.out.tfevents*"), recursive=True):
-        events = EventAccumulator(path)
-        events.Reload()
-        if "validation/mean_angular_error_deg" in events.Tags()["scalars"]:
-            errors.update({e.step: e.value for e in events.Scalars("validation/mean_angular_error_deg")})
-    return errors
 
 
 def _resume_gives_the_same_next_loss(assets, tmp_path, launch_args, extra, engines, straight=None):
@@ -191,7 +183,7 @@ def test_fsdp_two_processes_mixture_resumes_exactly_and_trains_as_ddp(assets, tm
         "--num_validation_clips", "1", "--validation_num_frames", "2",
     ]  # fmt: skip
     fsdp = _resume_gives_the_same_next_loss(assets, tmp_path, FSDP, EMA + validation, ("FSDP",))
-    assert _validation_errors(fsdp).keys() == {2, 4}
+    assert _scalars(fsdp, "validation/mean_angular_error_deg").keys() == {2, 4}
     assert {"optimizer_0", "pytorch_model_fsdp_0", "unet_ema"} <= set(os.listdir(fsdp / "checkpoint-4"))
     ema = "checkpoint-4/unet_ema"
     _trains_as_ddp(assets, ddp_run, fsdp, [("unet", "unet"), (ema, ema)])

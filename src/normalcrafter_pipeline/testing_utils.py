@@ -10,6 +10,7 @@ DINOv2 for the Semantic Feature Regularization of training. Nothing here touches
 from __future__ import annotations
 
 import os
+import socket
 
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
@@ -78,6 +79,14 @@ SVD_XT_CLIP_CONFIG = {
     "projection_dim": 1024,
     "hidden_act": "gelu",
 }
+
+
+def free_port() -> int:
+    """A local TCP port free a moment ago (the OS picks it): for a server or process group a test starts while
+    other tests may start theirs, or as an address nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def svd_xt_scheduler() -> EulerDiscreteScheduler:
